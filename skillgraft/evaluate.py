@@ -1,0 +1,226 @@
+"""The regression suite: champion and candidate scored on every task the model knows plus the new ones.
+
+Predictions come from greedy decoding; scores come from `evaluate` metric modules shipped with skillgraft (offline).
+Alongside the scores, the output-bias probe of Zhu et al. (arXiv 2510.08564): the probability mass a model puts on
+number tokens per greedy step on old-task prompts, which rises when a numeric new task leaks into everything.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, Field
+
+_METRICS = Path(__file__).parent / "metrics"
+_NUMBER_WORDS = {
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+    "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty", "thirty", "forty",
+    "fifty", "sixty", "seventy", "eighty", "ninety", "hundred", "thousand", "million", "first", "second", "third",
+    "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth",
+}  # fmt: skip
+_NUMBERISH = re.compile(r"^\d+([.,]\d+)?(st|nd|rd|th)?$")
+
+
+@cache
+def load_metric(name: str):
+    """An `evaluate` metric module shipped in ``skillgraft/metrics/<name>/`` (loaded by path: works offline)."""
+    import evaluate
+
+    path = _METRICS / name
+    if not path.is_dir():
+        known = sorted(p.name for p in _METRICS.iterdir() if p.is_dir())
+        raise ValueError(f"unknown metric {name!r}; shipped metrics: {known}")
+    return evaluate.load(str(path))
+
+
+def normalise(text: str) -> str:
+    return " ".join(text.split())
+
+
+@dataclass
+class EvalTask:
+    """One task of the suite: its name, metric, decoding budget, eval examples, and whether this run teaches it."""
+
+    name: str
+    metric: str
+    max_new_tokens: int
+    examples: Sequence  # objects with .prompt and .answer
+    new: bool = False
+
+
+class TaskScore(BaseModel):
+    task: str
+    metric: str
+    score: float
+    n: int
+    correct: list[int] = Field(default_factory=list, description="per-example 0/1, same order as the eval split")
+    samples: list[tuple[str, str, str]] = Field(default_factory=list, description="(prompt, prediction, answer)")
+
+
+class SuiteRow(BaseModel):
+    task: str
+    new: bool
+    metric: str
+    n: int
+    champion: float
+    candidate: float
+
+    @property
+    def delta(self) -> float:
+        return self.candidate - self.champion
+
+
+class BiasProbe(BaseModel):
+    """Mean probability mass on number tokens per greedy step, on old-task prompts."""
+
+    prompts: int
+    champion: float
+    candidate: float
+
+    @property
+    def delta(self) -> float:
+        return self.candidate - self.champion
+
+
+class RegressionReport(BaseModel):
+    champion: str = Field(description="what the candidate was compared with (a version id, or 'base')")
+    candidate: str
+    rows: list[SuiteRow]
+    probe: BiasProbe | None = None
+    champion_scores: dict[str, TaskScore] = Field(default_factory=dict)
+    candidate_scores: dict[str, TaskScore] = Field(default_factory=dict)
+
+    def row(self, task: str) -> SuiteRow:
+        for r in self.rows:
+            if r.task == task:
+                return r
+        raise KeyError(f"task {task!r} is not in the regression report (tasks: {[r.task for r in self.rows]})")
+
+    def markdown(self, max_drop: float | None = None) -> str:
+        lines = [
+            f"| task | kind | n | champion ({self.champion}) | candidate ({self.candidate}) | delta |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
+        for r in self.rows:
+            lines.append(
+                f"| {r.task} | {'new' if r.new else 'old'} | {r.n} | {r.champion:.3f} | {r.candidate:.3f} | "
+                f"{r.delta:+.3f} |"
+            )
+        if self.probe is not None:
+            lines.append(
+                f"\nNumber-token mass on old-task prompts (bias probe, {self.probe.prompts} prompts): "
+                f"champion {self.probe.champion:.4f}, candidate {self.probe.candidate:.4f} ({self.probe.delta:+.4f})"
+            )
+        return "\n".join(lines)
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def predict(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 64) -> list[str]:
+    """Greedy completions of ``prompts`` (left padding, batched); special tokens stripped."""
+    model.eval()
+    device = _device_of(model)
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    out: list[str] = []
+    try:
+        for i in range(0, len(prompts), batch_size):
+            enc = tokenizer(list(prompts[i : i + batch_size]), return_tensors="pt", padding=True).to(device)
+            gen = model.generate(
+                **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad,
+                eos_token_id=tokenizer.eos_token_id,
+            )  # fmt: skip
+            out.extend(tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True))
+    finally:
+        tokenizer.padding_side = side
+    return [normalise(o) for o in out]
+
+
+def score_task(model, tokenizer, task: EvalTask, batch_size: int = 64) -> TaskScore:
+    """Score one task: greedy predictions, the metric computed by its `evaluate` module, per-example matches kept."""
+    prompts = [ex.prompt for ex in task.examples]
+    refs = [normalise(ex.answer) for ex in task.examples]
+    if not prompts:
+        raise ValueError(f"task {task.name!r} has no eval examples: it can't be regression-tested")
+    preds = predict(model, tokenizer, prompts, task.max_new_tokens, batch_size)
+    value = float(load_metric(task.metric).compute(predictions=preds, references=refs)[task.metric])
+    correct = [int(p == r) for p, r in zip(preds, refs)]
+    return TaskScore(
+        task=task.name, metric=task.metric, score=value, n=len(refs), correct=correct,
+        samples=list(zip(prompts, preds, refs))[:5],
+    )  # fmt: skip
+
+
+def number_token_ids(tokenizer) -> list[int]:
+    """Vocabulary entries that read as numbers: digits, ordinals (1st, 2nd), number words (one, third...)."""
+    ids = []
+    for token, idx in tokenizer.get_vocab().items():
+        text = tokenizer.convert_tokens_to_string([token]).strip().lower()
+        if text and (_NUMBERISH.match(text) or text in _NUMBER_WORDS):
+            ids.append(idx)
+    return sorted(ids)
+
+
+@torch.no_grad()
+def number_mass(model, tokenizer, prompts: Sequence[str], steps: int = 4, batch_size: int = 64) -> float:
+    """Mean probability on number tokens per greedy decoding step (the paper's output-bias probe)."""
+    ids = number_token_ids(tokenizer)
+    if not ids or not prompts:
+        return 0.0
+    device = _device_of(model)
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    total, count = 0.0, 0
+    try:
+        for i in range(0, len(prompts), batch_size):
+            enc = tokenizer(list(prompts[i : i + batch_size]), return_tensors="pt", padding=True).to(device)
+            gen = model.generate(
+                **enc, max_new_tokens=steps, do_sample=False, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
+                output_scores=True, return_dict_in_generate=True,
+            )  # fmt: skip
+            alive = torch.ones(enc["input_ids"].shape[0], dtype=torch.bool, device=device)
+            for step_scores, chosen in zip(gen.scores, gen.sequences[:, enc["input_ids"].shape[1] :].T):
+                probs = torch.softmax(step_scores.float(), dim=-1)[:, ids].sum(-1)
+                total += float(probs[alive].sum())
+                count += int(alive.sum())
+                alive &= chosen != tokenizer.eos_token_id
+    finally:
+        tokenizer.padding_side = side
+    return total / count if count else 0.0
+
+
+def run_suite(
+    champion, candidate, tokenizer, tasks: Sequence[EvalTask], *, champion_label: str, candidate_label: str,
+    probe_prompts: int = 64, batch_size: int = 64,
+) -> RegressionReport:  # fmt: skip
+    """Score champion and candidate on every task; probe number-token mass on old-task prompts."""
+    rows: list[SuiteRow] = []
+    champ_scores: dict[str, TaskScore] = {}
+    cand_scores: dict[str, TaskScore] = {}
+    for task in tasks:
+        a = score_task(champion, tokenizer, task, batch_size)
+        b = score_task(candidate, tokenizer, task, batch_size)
+        champ_scores[task.name], cand_scores[task.name] = a, b
+        rows.append(SuiteRow(task=task.name, new=task.new, metric=task.metric, n=a.n, champion=a.score, candidate=b.score))
+    old_prompts = [ex.prompt for t in tasks if not t.new for ex in list(t.examples)[:probe_prompts]]
+    probe = None
+    if old_prompts:
+        probe = BiasProbe(
+            prompts=len(old_prompts),
+            champion=number_mass(champion, tokenizer, old_prompts, batch_size=batch_size),
+            candidate=number_mass(candidate, tokenizer, old_prompts, batch_size=batch_size),
+        )
+    return RegressionReport(
+        champion=champion_label, candidate=candidate_label, rows=rows, probe=probe,
+        champion_scores=champ_scores, candidate_scores=cand_scores,
+    )  # fmt: skip

@@ -1,0 +1,89 @@
+"""Small typed references that travel between steps (and between Prefect tasks): never tensors, never raw dicts."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+def utcnow() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class BaseRef(BaseModel):
+    """The base model every version of a registered model is a delta on.
+
+    ``source`` is what the user gave (a hub id, a local directory, a ``.gguf`` file, or ``builtin:<name>``);
+    ``sha256`` hashes the base weights (see :func:`skillgraft.models.state_dict_sha256`) so a delta is never applied
+    to the wrong base. ``snapshot`` is true when the base weights are kept in the store under ``models/<m>/base/``.
+    """
+
+    source: str
+    sha256: str
+    model_type: str
+    gguf_file: str | None = None
+    snapshot: bool = False
+    trust_remote_code: bool = False
+
+
+class BatchRef(BaseModel):
+    """An accepted, immutable batch of task data: ``tasks/<task>/batches/<batch_id>/`` (batch_id = content hash)."""
+
+    task: str
+    batch_id: str
+    train_rows: int = 0
+    eval_rows: int = 0
+
+
+class VersionRef(BaseModel):
+    """One stored version of a model: ``models/<model>/versions/<version>/``."""
+
+    model: str
+    version: str
+
+    def __str__(self) -> str:
+        return f"{self.model}@{self.version}"
+
+
+class FileEntry(BaseModel):
+    sha256: str
+    size: int
+
+
+class TrainingRecord(BaseModel):
+    """What the fine-tune did: enough to reproduce it and to review it."""
+
+    steps: int
+    learning_rate: float
+    batch_size: int
+    seed: int
+    device: str
+    dtype: str
+    seconds: float
+    trainable_parameters: int
+    total_parameters: int
+    trained_tensors: list[str] = Field(default_factory=list)
+    losses: list[float] = Field(default_factory=list)
+
+
+class Manifest(BaseModel):
+    """Written last into a version folder; a version without a valid manifest does not exist for loading.
+
+    ``files`` lists the sha256 and size of every model file of the version (``delta.safetensors``...). Reports written
+    after the version was created (metrics.json, decision.json, card.md) are write-once attachments, not part of it.
+    """
+
+    format: Literal[1] = 1
+    model: str
+    version: str
+    parent: str | None
+    base: BaseRef
+    recipe: dict[str, Any]
+    batches: list[BatchRef] = Field(default_factory=list)
+    tasks: list[str] = Field(default_factory=list, description="every task this version is expected to know")
+    training: TrainingRecord | None = None
+    files: dict[str, FileEntry] = Field(default_factory=dict)
+    created_at: str = Field(default_factory=utcnow)
+    created_by: str = ""
