@@ -1,11 +1,25 @@
 """Object storage: one interface, a local directory (embedded default) and any S3 API."""
 
-from skillgraft.store.base import KeyExists, KeyNotFound, ObjectStore, StoreError
+from skillgraft.store.base import (
+    BucketNotFound,
+    InvalidKey,
+    KeyExists,
+    KeyNotFound,
+    ObjectStore,
+    StoreAccessDenied,
+    StoreError,
+    StoreUnreachable,
+    check_key,
+)
 from skillgraft.store.local import LocalStore
 
 
 def open_store(url: str) -> ObjectStore:
-    """Open a store from a URL: a local path (or ``file://`` URL) or ``s3://bucket/prefix``."""
+    """Open a store from a URL: a local path (or ``file://`` URL) or ``s3://bucket/prefix``.
+
+    For S3 the endpoint comes from ``SKILLGRAFT_S3_ENDPOINT_URL`` or ``AWS_ENDPOINT_URL`` (unset: AWS) and the
+    credentials from the standard AWS chain; boto3 is imported only here.
+    """
     if url.startswith("s3://"):
         from skillgraft.store.s3 import S3Store
 
@@ -15,4 +29,16 @@ def open_store(url: str) -> ObjectStore:
     return LocalStore(url)
 
 
-__all__ = ["KeyExists", "KeyNotFound", "LocalStore", "ObjectStore", "StoreError", "open_store"]
+__all__ = [
+    "BucketNotFound",
+    "InvalidKey",
+    "KeyExists",
+    "KeyNotFound",
+    "LocalStore",
+    "ObjectStore",
+    "StoreAccessDenied",
+    "StoreError",
+    "StoreUnreachable",
+    "check_key",
+    "open_store",
+]

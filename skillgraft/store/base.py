@@ -96,7 +96,9 @@ class ObjectStore(Protocol):
         ...
 
     def put_new(self, key: str, data: bytes) -> None:
-        """Write an object that must not exist yet (atomically: readers see all of it or nothing); raises :class:`KeyExists`."""
+        """Write an object that must not exist yet, atomically (readers see all of it or nothing).
+
+        Raises :class:`KeyExists`, writing nothing, when the key exists."""
         ...
 
     def replace_if(self, key: str, data: bytes, expected: str | None) -> bool:
@@ -109,7 +111,9 @@ class ObjectStore(Protocol):
     def exists(self, key: str) -> bool: ...
 
     def delete(self, key: str) -> None:
-        """Remove an object (used only to move data out of the landing zone after a verified copy); raises :class:`KeyNotFound`."""
+        """Remove an object (only to move data out of the landing zone after a verified copy).
+
+        Raises :class:`KeyNotFound` when there is none."""
         ...
 
     def keys(self, prefix: str = "") -> Iterator[str]:
