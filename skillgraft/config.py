@@ -1,0 +1,80 @@
+"""One config file (skillgraft.yaml) with environment overrides; every knob has a default that runs on a laptop.
+
+Environment: ``SKILLGRAFT_STORE`` (store URL), ``SKILLGRAFT_MODEL`` (model name), ``SKILLGRAFT_CONFIG`` (config path).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from skillgraft.gate import GatePolicy
+from skillgraft.names import check_name
+from skillgraft.recipes import Full, Recipe, SAProj
+from skillgraft.train import TrainConfig
+
+DEFAULT_STORE = ".skillgraft/store"
+
+
+class SuiteConfig(BaseModel):
+    eval_batch_size: int = Field(64, ge=1)
+    probe_prompts: int = Field(64, ge=0, description="old-task prompts per task for the number-token bias probe")
+    max_eval_examples: int | None = Field(None, ge=1, description="cap per task (None: the whole eval split)")
+    smoke_examples: int = Field(32, ge=1, description="per task, for the post-promotion check")
+    smoke_tolerance: float = Field(0.1, ge=0, le=1, description="allowed drop of the smoke score vs the gate's score")
+
+
+class SkillgraftConfig(BaseModel):
+    """The whole configuration; see skillgraft.example.yaml for every knob with its trade-off."""
+
+    store: str = DEFAULT_STORE
+    model: str = "demo"
+    base: str = Field("builtin:demo-llama", description="hub id, local directory, .gguf file or builtin:demo-llama")
+    gguf_file: str | None = None
+    trust_remote_code: bool = False
+    recipe: Recipe = Field(default_factory=SAProj)
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(steps=300, learning_rate=1e-3, batch_size=16))
+    replay: float = Field(0.5, ge=0, lt=1, description="share of each training mix drawn from old tasks' train splits")
+    gate: GatePolicy = Field(default_factory=GatePolicy)
+    suite: SuiteConfig = Field(default_factory=SuiteConfig)
+    bootstrap_recipe: Recipe = Field(default_factory=Full, description="recipe that teaches a bare base its first tasks")
+    bootstrap_train: TrainConfig = Field(
+        default_factory=lambda: TrainConfig(steps=1500, learning_rate=3e-3, batch_size=32, schedule="cosine")
+    )
+
+    @field_validator("model")
+    @classmethod
+    def _model_name(cls, v: str) -> str:
+        return check_name("model", v)
+
+
+class ConfigError(ValueError):
+    """The config file or an override is invalid; nothing was run."""
+
+
+def load_config(path: str | os.PathLike[str] | None = None, **overrides) -> SkillgraftConfig:
+    """Read ``path`` (or ``$SKILLGRAFT_CONFIG``, or ./skillgraft.yaml if present), then env, then ``overrides``."""
+    data: dict = {}
+    path = path or os.environ.get("SKILLGRAFT_CONFIG") or ("skillgraft.yaml" if Path("skillgraft.yaml").is_file() else None)
+    if path:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} not found") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    for key, env in (("store", "SKILLGRAFT_STORE"), ("model", "SKILLGRAFT_MODEL")):
+        if os.environ.get(env):
+            data[key] = os.environ[env]
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return SkillgraftConfig.model_validate(data)
+    except ValidationError as e:
+        where = f"{path}: " if path else ""
+        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        raise ConfigError(f"{where}invalid config: {problems}") from None

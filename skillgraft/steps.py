@@ -1,0 +1,337 @@
+"""The retrain DAG's steps as plain functions over a store: what the Prefect tasks in ``tasks/`` wrap, one call each.
+
+Every step takes and returns small typed references (BatchRef, VersionRef, RegressionReport, Decision); models are
+loaded from the store inside the step that needs them, so a step can run in another process (or on a GPU worker).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel
+
+from skillgraft import demo
+from skillgraft.config import SkillgraftConfig
+from skillgraft.data import Intake
+from skillgraft.evaluate import EvalTask, RegressionReport, run_suite, score_task
+from skillgraft.gate import Decision, decide
+from skillgraft.models import (
+    LoadedModel,
+    apply_deltas,
+    delta_from_bytes,
+    delta_to_bytes,
+    extract_delta,
+    load_model,
+    load_snapshot,
+    snapshot_files,
+    state_dict_sha256,
+)
+from skillgraft.recipes import parse_recipe
+from skillgraft.refs import BaseRef, BatchRef, Manifest, VersionRef
+from skillgraft.registry import ChampionPointer, PromotionConflict, Registry
+from skillgraft.store import ObjectStore
+from skillgraft.train import fine_tune, mix_replay
+
+log = logging.getLogger(__name__)
+
+DELTA_FILE = "delta.safetensors"
+BUILTIN_DEMO = "builtin:demo-llama"
+
+
+class BaseMismatch(RuntimeError):
+    """The base weights found are not the ones the registry's versions were trained on."""
+
+
+# --- models in the store -------------------------------------------------------------------------------------------
+
+
+def resolve_base(source: str, gguf_file: str | None = None, trust_remote_code: bool = False) -> LoadedModel:
+    """The base model from a hub id, a local directory, a GGUF file, or the built-in demo model."""
+    if source == BUILTIN_DEMO:
+        tokenizer = demo.build_tokenizer()
+        model = demo.build_model(tokenizer)
+        return LoadedModel(model=model, tokenizer=tokenizer, source=source, model_type=model.config.model_type)
+    if source.startswith("builtin:"):
+        raise ValueError(f"unknown built-in model {source!r}; built-in: {BUILTIN_DEMO}")
+    return load_model(source, gguf_file=gguf_file, trust_remote_code=trust_remote_code)
+
+
+def ensure_model(store: ObjectStore, cfg: SkillgraftConfig) -> BaseRef:
+    """Register ``cfg.model`` on its base (once). A built-in base is snapshotted into the store."""
+    reg = Registry(store, cfg.model)
+    info = reg.info()
+    if info is not None:
+        if info.base.source != cfg.base:
+            log.warning("model %s is registered on base %s; ignoring configured base %s", cfg.model, info.base.source, cfg.base)
+        return info.base
+    loaded = resolve_base(cfg.base, cfg.gguf_file, cfg.trust_remote_code)
+    snapshot = cfg.base.startswith("builtin:")
+    base = BaseRef(
+        source=cfg.base, sha256=state_dict_sha256(loaded.model), model_type=loaded.model_type,
+        gguf_file=cfg.gguf_file, snapshot=snapshot, trust_remote_code=cfg.trust_remote_code,
+    )  # fmt: skip
+    if snapshot:
+        for name, data in snapshot_files(loaded.model, loaded.tokenizer).items():
+            reg.put_base_file(name, data)
+    reg.init(base)
+    return base
+
+
+def load_base(reg: Registry) -> LoadedModel:
+    info = reg.info()
+    if info is None:
+        raise LookupError(f"model {reg.model!r} is not registered in {reg.store.url}; run `skillgraft run` or `demo`")
+    base = info.base
+    if base.snapshot:
+        prefix = f"models/{reg.model}/base/"
+        files = {key[len(prefix) :]: reg.store.get(key) for key in reg.store.keys(prefix)}
+        loaded = load_snapshot(files)
+    else:
+        loaded = resolve_base(base.source, base.gguf_file, base.trust_remote_code)
+    got = state_dict_sha256(loaded.model)
+    if got != base.sha256:
+        raise BaseMismatch(
+            f"base of model {reg.model!r} ({base.source}) hashes to {got[:12]}…, but its versions were trained on "
+            f"{base.sha256[:12]}…: the base weights changed; pin the exact base revision"
+        )
+    return loaded
+
+
+def chain(reg: Registry, version: str | None) -> list[str]:
+    """Versions from the first one after the base to ``version`` (each version's delta is on its parent)."""
+    out: list[str] = []
+    while version is not None:
+        out.append(version)
+        version = reg.manifest(version).parent
+    return out[::-1]
+
+
+def load_version(reg: Registry, version: str | None) -> LoadedModel:
+    """Base + the delta chain up to ``version`` (None: the base). Every file's checksum is verified on read."""
+    loaded = load_base(reg)
+    deltas = [delta_from_bytes(reg.read_file(v, DELTA_FILE))[0] for v in chain(reg, version)]
+    apply_deltas(loaded.model, deltas)
+    loaded.model.eval()
+    return loaded
+
+
+def label(version: str | None) -> str:
+    return version or "base"
+
+
+# --- the DAG's steps -----------------------------------------------------------------------------------------------
+
+
+class CandidateInfo(BaseModel):
+    candidate: VersionRef
+    parent: str | None
+    champion_etag: str | None
+    new_tasks: list[str]
+    known_tasks: list[str]
+    trainable_parameters: int
+    total_parameters: int
+    seconds: float
+    device: str
+    recipe: str
+    losses: list[float]
+    log_every: int
+
+
+def train_candidate(store: ObjectStore, cfg: SkillgraftConfig, batches: list[BatchRef], *, bootstrap: bool = False) -> CandidateInfo:
+    """Fine-tune the champion (or the bare base) on ``batches`` and store the result as a new version.
+
+    ``bootstrap`` uses ``cfg.bootstrap_recipe`` / ``bootstrap_train`` (teaching a bare base its first tasks).
+    """
+    if not batches:
+        raise ValueError("no accepted batches to train on")
+    reg = Registry(store, cfg.model)
+    intake = Intake(store)
+    pointer, etag = reg.champion_with_etag()
+    parent = pointer.version if pointer else None
+    known = reg.manifest(parent).tasks if parent else []
+    new_tasks = sorted({b.task for b in batches})
+    loaded = load_version(reg, parent)
+    parent_state = {k: v.detach().clone() for k, v in loaded.model.state_dict().items()}
+    train = [ex for b in batches for ex in intake.load_split(b, "train")]
+    old = [ex for t in known if t not in new_tasks for b in intake.batches(t) for ex in intake.load_split(b, "train")]
+    recipe = cfg.bootstrap_recipe if bootstrap else cfg.recipe
+    tcfg = cfg.bootstrap_train if bootstrap else cfg.train
+    mix = mix_replay(train, old, 0.0 if bootstrap else cfg.replay, tcfg.seed)
+    log.info("training %s on %d examples (%d new, %d replayed) with recipe %s", cfg.model, len(mix), len(train),
+             len(mix) - len(train), recipe.kind)  # fmt: skip
+    tuned = fine_tune(loaded.model, loaded.tokenizer, mix, recipe, tcfg)
+    log.info("%s", tuned.selection.summary())
+    delta = extract_delta(parent_state, tuned.model.state_dict())
+    info = reg.info()
+    manifest = Manifest(
+        model=cfg.model, version="pending", parent=parent, base=info.base, recipe=recipe.model_dump(mode="json"),
+        batches=batches, tasks=sorted(set(known) | set(new_tasks)), training=tuned.record,
+    )  # fmt: skip
+    files = {DELTA_FILE: delta_to_bytes(delta, {"parent": label(parent), "recipe": recipe.kind})}
+    ref = reg.create_version(files, manifest)
+    r = tuned.record
+    return CandidateInfo(
+        candidate=ref, parent=parent, champion_etag=etag, new_tasks=new_tasks, known_tasks=manifest.tasks,
+        trainable_parameters=r.trainable_parameters, total_parameters=r.total_parameters, seconds=r.seconds,
+        device=r.device, recipe=recipe.kind, losses=r.losses, log_every=tcfg.log_every,
+    )  # fmt: skip
+
+
+def suite_tasks(store: ObjectStore, tasks: list[str], new_tasks: list[str], cap: int | None) -> list[EvalTask]:
+    intake = Intake(store)
+    out = []
+    for t in tasks:
+        spec = intake.task_spec(t)
+        examples = intake.eval_set(t)
+        out.append(EvalTask(name=t, metric=spec.metric, max_new_tokens=spec.max_new_tokens,
+                            examples=examples[:cap] if cap else examples, new=t in new_tasks))  # fmt: skip
+    return out
+
+
+def evaluate_candidate(store: ObjectStore, cfg: SkillgraftConfig, cand: CandidateInfo) -> RegressionReport:
+    """Score the candidate and its parent (the champion it was trained from) on every task; store metrics.json."""
+    reg = Registry(store, cfg.model)
+    champion = load_version(reg, cand.parent)
+    candidate = load_version(reg, cand.candidate.version)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    champion.model.to(device)
+    candidate.model.to(device)
+    tasks = suite_tasks(store, cand.known_tasks, cand.new_tasks, cfg.suite.max_eval_examples)
+    report = run_suite(
+        champion.model, candidate.model, candidate.tokenizer, tasks, champion_label=label(cand.parent),
+        candidate_label=cand.candidate.version, probe_prompts=cfg.suite.probe_prompts,
+        batch_size=cfg.suite.eval_batch_size,
+    )  # fmt: skip
+    reg.attach(cand.candidate.version, "metrics.json", report.model_dump_json(indent=2).encode())
+    return report
+
+
+def gate(store: ObjectStore, cfg: SkillgraftConfig, cand: CandidateInfo, report: RegressionReport) -> Decision:
+    """Apply the policy; the decision (with both version ids and the policy) is stored with the candidate."""
+    reg = Registry(store, cfg.model)
+    required = reg.manifest(cand.parent).tasks if cand.parent else []
+    decision = decide(report, cfg.gate, required_tasks=required)
+    reg.attach(cand.candidate.version, "decision.json", decision.model_dump_json(indent=2).encode())
+    reg.attach(cand.candidate.version, "card.md", model_card(reg, cand, report, decision).encode())
+    return decision
+
+
+class PromotionResult(BaseModel):
+    promoted: bool
+    champion: str | None
+    previous: str | None
+    reason: str
+
+
+def promote(store: ObjectStore, cfg: SkillgraftConfig, cand: CandidateInfo, decision: Decision) -> PromotionResult:
+    """Move the champion pointer to the candidate — only if it still points where it did when training started."""
+    reg = Registry(store, cfg.model)
+    reason = "; ".join(decision.reasons)
+    try:
+        pointer = reg.promote(cand.candidate.version, reason=f"gate passed: {reason}", expected_etag=cand.champion_etag)
+    except PromotionConflict as e:
+        current = e.current.version if e.current else None
+        why = (f"champion moved to {current} while {cand.candidate.version} was trained from {label(cand.parent)}; "
+               "recorded as superseded, retrain from the new champion")  # fmt: skip
+        reg.record("superseded", cand.candidate.version, reason=why)
+        return PromotionResult(promoted=False, champion=current, previous=cand.parent, reason=why)
+    return PromotionResult(promoted=True, champion=pointer.version, previous=pointer.previous, reason=reason)
+
+
+def reject(store: ObjectStore, cfg: SkillgraftConfig, cand: CandidateInfo, decision: Decision) -> None:
+    Registry(store, cfg.model).reject(cand.candidate.version, reason="; ".join(decision.reasons))
+
+
+class CheckResult(BaseModel):
+    ok: bool
+    version: str
+    reasons: list[str]
+    scores: dict[str, float]
+
+
+def post_promotion_check(store: ObjectStore, cfg: SkillgraftConfig, version: str) -> CheckResult:
+    """Load the champion back from the store (checksums verified) and re-score a few examples of every task.
+
+    Fails when the version can't be loaded, or a task's smoke score falls more than ``suite.smoke_tolerance`` below
+    what the gate saw on the same examples.
+    """
+    reg = Registry(store, cfg.model)
+    try:
+        loaded = load_version(reg, version)
+        metrics = RegressionReport.model_validate_json(reg.read_attachment(version, "metrics.json"))
+    except Exception as e:  # noqa: BLE001 - any failure to load the champion back is exactly what this check catches
+        return CheckResult(ok=False, version=version, reasons=[f"champion {version} could not be loaded back: {e}"], scores={})
+    k = cfg.suite.smoke_examples
+    tasks = suite_tasks(store, reg.manifest(version).tasks, [], k)
+    reasons: list[str] = []
+    scores: dict[str, float] = {}
+    for task in tasks:
+        got = score_task(loaded.model, loaded.tokenizer, task, cfg.suite.eval_batch_size)
+        scores[task.name] = got.score
+        seen = metrics.candidate_scores.get(task.name)
+        if seen is None:
+            reasons.append(f"task {task.name}: no gate score recorded")
+            continue
+        expected = sum(seen.correct[:k]) / max(1, min(k, len(seen.correct)))
+        if got.score < expected - cfg.suite.smoke_tolerance:
+            reasons.append(f"task {task.name}: smoke score {got.score:.3f} vs {expected:.3f} at the gate")
+    return CheckResult(ok=not reasons, version=version, reasons=reasons or ["smoke scores match the gate"], scores=scores)
+
+
+def rollback(store: ObjectStore, cfg: SkillgraftConfig, to: str | None, reason: str) -> ChampionPointer:
+    return Registry(store, cfg.model).rollback(to, reason=reason)
+
+
+def model_card(reg: Registry, cand: CandidateInfo, report: RegressionReport, decision: Decision) -> str:
+    m = reg.manifest(cand.candidate.version)
+    t = m.training
+    lines = [
+        f"# {m.model} {m.version}",
+        "",
+        f"- parent: {label(m.parent)}; base: `{m.base.source}` (sha256 {m.base.sha256[:12]}…)",
+        f"- recipe: `{json.dumps(m.recipe)}`",
+        f"- data: {', '.join(f'{b.task}/{b.batch_id}' for b in m.batches)}",
+        f"- tasks known: {', '.join(m.tasks)}",
+    ]
+    if t is not None:
+        lines.append(
+            f"- training: {t.steps} steps, lr {t.learning_rate}, batch {t.batch_size}, seed {t.seed}, {t.device} "
+            f"{t.dtype}, {t.seconds:.1f}s; trainable {t.trainable_parameters:,} of {t.total_parameters:,} parameters "
+            f"({100 * t.trainable_parameters / max(1, t.total_parameters):.1f}%)"
+        )
+    lines += ["", "## Regression suite", "", report.markdown(), "", "## Decision", "", decision.markdown(), ""]
+    return "\n".join(lines)
+
+
+@dataclass
+class Paths:
+    """Where a version lives in the store (for links in reports)."""
+
+    store_url: str
+    model: str
+
+    def version(self, v: str) -> str:
+        return f"{self.store_url.rstrip('/')}/models/{self.model}/versions/{v}/"
+
+
+def version_location(store: ObjectStore, model: str, version: str) -> str:
+    return Paths(store.url, model).version(version)
+
+
+def export(store: ObjectStore, model: str, version: str | None, out: Path) -> Path:
+    """Write a full Hugging Face model directory (base + deltas, safetensors) for serving."""
+    from skillgraft.models import save_pretrained_dir
+
+    reg = Registry(store, model)
+    if version is None:
+        pointer = reg.champion()
+        if pointer is None:
+            raise LookupError(f"model {model!r} has no champion to export")
+        version = pointer.version
+    loaded = load_version(reg, version)
+    save_pretrained_dir(loaded.model, loaded.tokenizer, out)
+    return out

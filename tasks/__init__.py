@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers over skillgraft's core steps, adding retries, artifacts and events."""
