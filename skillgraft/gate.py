@@ -32,6 +32,15 @@ class Decision(BaseModel):
     def verdict(self) -> str:
         return "promote" if self.promote else "reject"
 
+    def summary(self) -> str:
+        """One line for the history: the failed checks on a rejection, a count of checks on a promotion."""
+        failed = [r.removeprefix("FAIL ") for r in self.reasons if r.startswith("FAIL ")]
+        if failed:
+            return "; ".join(failed)
+        if not self.promote:
+            return "; ".join(self.reasons)
+        return f"all {len(self.reasons)} checks passed"
+
     def markdown(self) -> str:
         head = f"**{self.verdict.upper()}** candidate `{self.candidate}` against champion `{self.champion}`"
         return head + "\n\n" + "\n".join(f"- {r}" for r in self.reasons)

@@ -30,9 +30,8 @@ from skillgraft.models import (
     snapshot_files,
     state_dict_sha256,
 )
-from skillgraft.recipes import parse_recipe
 from skillgraft.refs import BaseRef, BatchRef, Manifest, VersionRef
-from skillgraft.registry import ChampionPointer, PromotionConflict, Registry
+from skillgraft.registry import BaseMismatch, ChampionPointer, PromotionConflict, Registry
 from skillgraft.store import ObjectStore
 from skillgraft.train import fine_tune, mix_replay
 
@@ -40,10 +39,6 @@ log = logging.getLogger(__name__)
 
 DELTA_FILE = "delta.safetensors"
 BUILTIN_DEMO = "builtin:demo-llama"
-
-
-class BaseMismatch(RuntimeError):
-    """The base weights found are not the ones the registry's versions were trained on."""
 
 
 # --- models in the store -------------------------------------------------------------------------------------------
@@ -230,9 +225,9 @@ class PromotionResult(BaseModel):
 def promote(store: ObjectStore, cfg: SkillgraftConfig, cand: CandidateInfo, decision: Decision) -> PromotionResult:
     """Move the champion pointer to the candidate — only if it still points where it did when training started."""
     reg = Registry(store, cfg.model)
-    reason = "; ".join(decision.reasons)
+    reason = f"gate passed vs {decision.champion}: {decision.summary()}"
     try:
-        pointer = reg.promote(cand.candidate.version, reason=f"gate passed: {reason}", expected_etag=cand.champion_etag)
+        pointer = reg.promote(cand.candidate.version, reason=reason, expected_etag=cand.champion_etag)
     except PromotionConflict as e:
         current = e.current.version if e.current else None
         why = (f"champion moved to {current} while {cand.candidate.version} was trained from {label(cand.parent)}; "
@@ -243,7 +238,7 @@ def promote(store: ObjectStore, cfg: SkillgraftConfig, cand: CandidateInfo, deci
 
 
 def reject(store: ObjectStore, cfg: SkillgraftConfig, cand: CandidateInfo, decision: Decision) -> None:
-    Registry(store, cfg.model).reject(cand.candidate.version, reason="; ".join(decision.reasons))
+    Registry(store, cfg.model).reject(cand.candidate.version, reason=f"gate vs {decision.champion}: {decision.summary()}")
 
 
 class CheckResult(BaseModel):
@@ -282,8 +277,18 @@ def post_promotion_check(store: ObjectStore, cfg: SkillgraftConfig, version: str
     return CheckResult(ok=not reasons, version=version, reasons=reasons or ["smoke scores match the gate"], scores=scores)
 
 
-def rollback(store: ObjectStore, cfg: SkillgraftConfig, to: str | None, reason: str) -> ChampionPointer:
-    return Registry(store, cfg.model).rollback(to, reason=reason)
+def auto_rollback(store: ObjectStore, cfg: SkillgraftConfig, check: CheckResult, to: str) -> ChampionPointer:
+    """Put ``to`` back as champion after ``check`` failed — only while the failed version is still the champion.
+
+    If another run promoted meanwhile, its promotion stands (PromotionConflict) and the failure is recorded.
+    """
+    reg = Registry(store, cfg.model)
+    reason = f"automatic rollback: post-promotion check of {check.version} failed: {'; '.join(check.reasons)}"
+    pointer, etag = reg.champion_with_etag()
+    if pointer is None or pointer.version != check.version:
+        reg.record("post-check-failed", check.version, reason=f"{reason}; champion already moved on, not rolled back")
+        raise PromotionConflict(f"champion is no longer {check.version}; not rolling back", current=pointer)
+    return reg.rollback(to, reason=reason, expected_etag=etag)
 
 
 def model_card(reg: Registry, cand: CandidateInfo, report: RegressionReport, decision: Decision) -> str:

@@ -133,9 +133,9 @@ def post_promotion_check(cfg: SkillgraftConfig, version: str) -> steps.CheckResu
 
 
 @task(name="rollback", cache_policy=NO_CACHE, **_STORE_RETRIES)
-def rollback(cfg: SkillgraftConfig, check: steps.CheckResult, to: str | None) -> str:
-    reason = f"automatic rollback: post-promotion check of {check.version} failed: {'; '.join(check.reasons)}"
-    pointer = steps.rollback(open_store(cfg.store), cfg, to, reason)
+def rollback(cfg: SkillgraftConfig, check: steps.CheckResult, to: str) -> str:
+    pointer = steps.auto_rollback(open_store(cfg.store), cfg, check, to)
+    reason = pointer.reason
     emit_event(MODEL_ROLLED_BACK, resource=model_resource(cfg.model),
                payload={"from": check.version, "to": pointer.version, "reason": reason})  # fmt: skip
     create_markdown_artifact(

@@ -1,0 +1,20 @@
+"""The ``skillgraft`` command line. Every command takes ``--store`` (env SKILLGRAFT_STORE; default a local directory).
+
+Commands that train run the Prefect ``retrain`` flow (imported only then: the core library does not need Prefect).
+Each group of commands lives in its own module and is registered here.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from skillgraft.cli import loop, registry
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+for group in (loop, registry):
+    for command in group.app.registered_commands:
+        app.registered_commands.append(command)
+
+
+def main() -> None:
+    app()
