@@ -1,0 +1,480 @@
+"""The landing zone, the accepted batches and the quarantine of every task, on any :class:`ObjectStore`.
+
+Keys (the same on a local directory and on S3)::
+
+    tasks/<task>/task.json                              the TaskSpec, written once
+    incoming/<task>/<file>                              landing zone: files wait here to be ingested
+    tasks/<task>/batches/<batch-id>/train.jsonl         accepted, immutable; batch-id = sha256(file bytes)[:16]
+                                   /eval.jsonl
+                                   /source/<file>       the submitted bytes, unchanged
+                                   /report.json         the validation report
+                                   /batch.json          written last: BatchRef, checksums, report summary
+    quarantine/<task>/<batch-id>/<file>                 rejected: the submitted bytes, unchanged
+                                /report.json, report.html
+    quarantine/_invalid/<batch-id>/...                  files whose task folder is not a valid task name
+
+Ingesting a file always moves it out of the landing zone (copy, read back and compare, then delete): into a batch,
+into quarantine, or nowhere when the same bytes are already an accepted batch of the task (``duplicate``). A batch
+exists only once its ``batch.json`` is written; a half-written batch folder is completed by the next ingest.
+
+Raises (all :class:`IntakeError`): :class:`UnknownTask`, :class:`TaskSpecConflict`, :class:`BatchRejected` (from
+:meth:`Intake.accept_examples`), :class:`BatchCorrupted` (a stored split whose checksum no longer matches).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from skillgraft.data.io import DataError, Record, UnsupportedFormat, file_format, read_records
+from skillgraft.data.spec import Example, TaskSpec
+from skillgraft.data.split import Side, assign_sides, example_key
+from skillgraft.data.validate import (
+    KEY_HEX,
+    ValidationReport,
+    parse_failure_report,
+    rejection_report,
+    validate_records,
+)
+from skillgraft.names import InvalidName, check_name
+from skillgraft.refs import BatchRef, FileEntry
+from skillgraft.store.base import KeyExists, KeyNotFound, ObjectStore
+
+INCOMING = "incoming"
+QUARANTINE = "quarantine"
+INVALID_TASK_DIR = "_invalid"
+"""Quarantine folder for files whose task folder is not a valid task name (check_name never accepts it)."""
+
+
+class IntakeError(Exception):
+    """A problem with task data the user can act on; the message says what happened to the data."""
+
+
+class UnknownTask(IntakeError):
+    pass
+
+
+class TaskSpecConflict(IntakeError):
+    pass
+
+
+class BatchCorrupted(IntakeError):
+    pass
+
+
+class BatchRejected(IntakeError):
+    """A batch failed validation; ``report`` says why, ``location`` is its quarantine folder."""
+
+    def __init__(self, message: str, report: ValidationReport, location: str) -> None:
+        super().__init__(message)
+        self.report = report
+        self.location = location
+
+
+class ReportSummary(BaseModel):
+    success: bool
+    rows: int
+    rules_checked: list[str]
+    issue_count: int
+
+
+class BatchManifest(BaseModel):
+    """``batch.json``: written last; a batch folder without it is not a batch."""
+
+    format: Literal[1] = 1
+    batch: BatchRef
+    source: str = Field(description="the submitted file, stored under source/")
+    source_sha256: str
+    spec_sha256: str = Field(description="sha256 of the task.json the batch was validated against")
+    files: dict[str, FileEntry] = Field(description="sha256 and size of every file of the batch, by relative path")
+    report: ReportSummary
+    created_at: str = Field(
+        default_factory=lambda: datetime.now(UTC).isoformat(timespec="microseconds"),
+        description="UTC, microseconds: orders batches accepted within the same second",
+    )
+
+
+class IngestResult(BaseModel):
+    """What happened to one landed file."""
+
+    status: Literal["accepted", "duplicate", "quarantined"]
+    key: str = Field(description="the landing-zone key the file was taken from")
+    task: str
+    file: str
+    batch_id: str
+    location: str = Field(description="the batch folder (accepted, duplicate) or quarantine folder")
+    batch: BatchRef | None = None
+    report: ValidationReport | None = None
+    message: str
+
+    @property
+    def accepted(self) -> bool:
+        return self.status != "quarantined"
+
+
+def safe_file_name(name: str) -> str:
+    """A user's file name made safe as the last part of a key: base name only, lower case, odd characters -> '_'.
+
+    ``"../My Data (v2).JSONL"`` -> ``"my_data_v2.jsonl"``; the result always passes :func:`check_name`.
+    """
+    base = re.split(r"[\\/]", name)[-1]
+    stem, ext = os.path.splitext(base)
+    stem = re.sub(r"\.{2,}", ".", re.sub(r"[^a-z0-9_.-]+", "_", stem.lower())).strip("._-") or "data"
+    ext = "." + re.sub(r"[^a-z0-9]+", "", ext.lower())[:12] if ext else ""
+    ext = "" if ext == "." else ext
+    return check_name("file", stem[: 64 - len(ext)].rstrip("._-") + ext)
+
+
+def batch_id_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _jsonl(examples: Iterable[Example]) -> bytes:
+    return "".join(json.dumps(ex.model_dump(exclude_none=True), ensure_ascii=False) + "\n" for ex in examples).encode(
+        "utf-8"
+    )
+
+
+class Intake:
+    """Task registration, the landing zone and the accepted batches, on one object store."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+
+    # --- tasks ----------------------------------------------------------------------------------------------------
+
+    def register_task(self, spec: TaskSpec) -> TaskSpec:
+        """Write ``tasks/<name>/task.json`` once; registering the same spec again is a no-op, a different one raises."""
+        key = f"tasks/{spec.name}/task.json"
+        try:
+            self.store.put_new(key, spec.model_dump_json(indent=2).encode("utf-8"))
+            return spec
+        except KeyExists:
+            existing = self.task_spec(spec.name)
+        if existing != spec:
+            old, new = existing.model_dump(), spec.model_dump()
+            changes = ", ".join(f"{k}: {old[k]!r} -> {new[k]!r}" for k in old if old[k] != new[k])
+            raise TaskSpecConflict(
+                f"task {spec.name!r} is already registered with a different spec ({changes}); task specs are "
+                f"written once so every batch is validated and split the same way: register a new task name instead"
+            )
+        return existing
+
+    def task_spec(self, name: str) -> TaskSpec:
+        check_name("task", name)
+        try:
+            return TaskSpec.model_validate_json(self.store.get(f"tasks/{name}/task.json"))
+        except KeyNotFound:
+            raise UnknownTask(
+                f"task {name!r} is not registered (no tasks/{name}/task.json in {self.store.url}): register it with "
+                f"a task spec first; known tasks: {self.tasks() or 'none'}"
+            ) from None
+
+    def tasks(self) -> list[str]:
+        return [k.split("/")[1] for k in self.store.keys("tasks/") if re.fullmatch(r"tasks/[^/]+/task\.json", k)]
+
+    # --- the landing zone -----------------------------------------------------------------------------------------
+
+    def submit(self, task: str, path: str | os.PathLike[str]) -> str:
+        """Copy a local file into ``incoming/<task>/<safe file name>``; returns the key.
+
+        The same bytes already landed under that name: nothing is written. Different bytes under that name: the
+        new file lands as ``<stem>-<hash>.<ext>``. Raises :class:`UnknownTask` for a task that is not registered.
+        """
+        check_name("task", task)
+        self.task_spec(task)
+        path = Path(path)
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise IntakeError(f"cannot read {path}: {e.strerror or e}; nothing was submitted") from None
+        return self._land(task, safe_file_name(path.name), data)
+
+    def _land(self, task: str, file: str, data: bytes) -> str:
+        stem, ext = os.path.splitext(file)
+        suffixed = f"{stem[: 64 - len(ext) - 17]}-{batch_id_of(data)}{ext}"
+        for name in (file, suffixed):
+            key = f"{INCOMING}/{task}/{name}"
+            if self._put_same(key, data, clash_ok=True):
+                return key
+        raise IntakeError(f"cannot land {file!r} for task {task!r}: {key} holds different bytes")  # sha256 clash
+
+    def incoming(self, task: str | None = None) -> list[str]:
+        """Keys waiting in the landing zone (of one task, or all)."""
+        prefix = f"{INCOMING}/{check_name('task', task)}/" if task is not None else f"{INCOMING}/"
+        return list(self.store.keys(prefix))
+
+    def ingest(self, task: str | None = None) -> list[IngestResult]:
+        """Ingest every file of the landing zone (of one task, or all)."""
+        results = []
+        for key in self.incoming(task):
+            try:
+                results.append(self.ingest_key(key))
+            except KeyNotFound as e:
+                if e.key != key:
+                    raise
+                # taken by another ingester since the listing
+        return results
+
+    def ingest_key(self, key: str) -> IngestResult:
+        """Validate one landed file and move it: into a new batch, into quarantine, or away as a duplicate."""
+        parts = key.split("/")
+        if len(parts) < 2 or parts[0] != INCOMING:
+            raise ValueError(f"{key!r} is not in the landing zone: expected {INCOMING}/<task>/<file>")
+        data = self.store.get(key)
+        batch_id = batch_id_of(data)
+        if len(parts) == 2:
+            file = safe_file_name(parts[1])
+            message = f"file is not inside a task folder: put it under {INCOMING}/<task>/"
+            report = rejection_report("task_name", message, file=file, batch_id=batch_id)
+            return self._quarantine(key, INVALID_TASK_DIR, None, file, data, report)
+        task, file = parts[1], safe_file_name("_".join(parts[2:]))
+        try:
+            check_name("task", task)
+        except InvalidName as e:
+            report = rejection_report("task_name", str(e), file=file, batch_id=batch_id)
+            return self._quarantine(key, INVALID_TASK_DIR, None, file, data, report)
+        try:
+            spec = self.task_spec(task)
+        except UnknownTask as e:
+            report = rejection_report("unknown_task", str(e), file=file, batch_id=batch_id, task=task)
+            return self._quarantine(key, task, task, file, data, report)
+
+        batch_dir = f"tasks/{task}/batches/{batch_id}/"
+        if self.store.exists(batch_dir + "batch.json"):
+            return self._duplicate(key, task, file, data, batch_id)
+
+        report, records, sides = self._validate(spec, file, data, batch_id)
+        if not report.success:
+            return self._quarantine(key, task, task, file, data, report)
+        return self._accept(key, spec, file, data, batch_id, report, [r.example for r in records], sides)
+
+    def _validate(
+        self, spec: TaskSpec, file: str, data: bytes, batch_id: str
+    ) -> tuple[ValidationReport, list[Record], list[Side]]:
+        seen_eval, seen_train = self._seen_keys(spec.name)  # store errors propagate: the file stays landed
+        try:
+            records = read_records(data, file, answer_type=spec.answer_type)
+            sides = assign_sides([r.example for r in records], spec.eval_fraction)
+            report = validate_records(
+                records, sides, spec, file=file, batch_id=batch_id, existing_eval=seen_eval, existing_train=seen_train
+            )
+        except DataError as e:
+            return parse_failure_report(e, batch_id=batch_id, task=spec.name), [], []
+        except Exception as e:  # noqa: BLE001 - a reader/validator bug must not leave the file landed forever
+            message = (
+                f"validation itself failed ({type(e).__name__}: {e}); this is a bug in skillgraft, please "
+                "report it with this file"
+            )
+            return rejection_report("internal_error", message, file=file, batch_id=batch_id, task=spec.name), [], []
+        return report, records, sides
+
+    def _seen_keys(self, task: str) -> tuple[dict[str, str], dict[str, str]]:
+        """Keys of every example in the task's accepted eval / train splits -> the batch holding it."""
+        seen: dict[str, dict[str, str]] = {"eval": {}, "train": {}}
+        for batch in self.batches(task):
+            for split in ("eval", "train"):
+                for ex in self.load_split(batch, split):  # type: ignore[arg-type]
+                    seen[split].setdefault(example_key(ex)[:KEY_HEX], batch.batch_id)
+        return seen["eval"], seen["train"]
+
+    def _accept(
+        self,
+        key: str,
+        spec: TaskSpec,
+        file: str,
+        data: bytes,
+        batch_id: str,
+        report: ValidationReport,
+        examples: list[Example],
+        sides: list[Side],
+    ) -> IngestResult:
+        batch_dir = f"tasks/{spec.name}/batches/{batch_id}/"
+        files = {
+            "train.jsonl": _jsonl(ex for ex, s in zip(examples, sides) if s == "train"),
+            "eval.jsonl": _jsonl(ex for ex, s in zip(examples, sides) if s == "eval"),
+            f"source/{file}": data,
+            "report.json": report.model_dump_json(indent=2).encode("utf-8"),
+        }
+        for name, body in files.items():
+            self._put_same(batch_dir + name, body, verify=True)
+        ref = BatchRef(task=spec.name, batch_id=batch_id, train_rows=report.train_rows, eval_rows=report.eval_rows)
+        manifest = BatchManifest(
+            batch=ref,
+            source=file,
+            source_sha256=_sha256(data),
+            spec_sha256=_sha256(self.store.get(f"tasks/{spec.name}/task.json")),
+            files={n: FileEntry(sha256=_sha256(b), size=len(b)) for n, b in files.items()},
+            report=ReportSummary(
+                success=True,
+                rows=report.rows,
+                rules_checked=sorted({r.rule for r in report.results}),
+                issue_count=report.issue_count,
+            ),
+        )
+        try:
+            self.store.put_new(batch_dir + "batch.json", manifest.model_dump_json(indent=2).encode("utf-8"))
+        except KeyExists:  # accepted concurrently by another ingester
+            return self._duplicate(key, spec.name, file, data, batch_id)
+        self._remove_landed(key)
+        return IngestResult(
+            status="accepted",
+            key=key,
+            task=spec.name,
+            file=file,
+            batch_id=batch_id,
+            location=batch_dir,
+            batch=ref,
+            report=report,
+            message=f"{file}: accepted as batch {batch_id} of task {spec.name!r} ({ref.train_rows} train, "
+            f"{ref.eval_rows} eval) in {batch_dir}",
+        )
+
+    def _duplicate(self, key: str, task: str, file: str, data: bytes, batch_id: str) -> IngestResult:
+        manifest = self._manifest(task, batch_id)
+        if manifest.source_sha256 != _sha256(data):
+            raise IntakeError(
+                f"{key}: batch id {batch_id} is taken by different bytes (a sha256 prefix clash); "
+                "the file was left in the landing zone"
+            )
+        self._remove_landed(key)
+        location = f"tasks/{task}/batches/{batch_id}/"
+        return IngestResult(
+            status="duplicate",
+            key=key,
+            task=task,
+            file=file,
+            batch_id=batch_id,
+            location=location,
+            batch=manifest.batch,
+            message=f"{file}: same bytes as batch {batch_id} ({manifest.source}) already accepted in {location}; "
+            f"nothing new to train, removed from the landing zone",
+        )
+
+    def _quarantine(
+        self, key: str, folder: str, task: str | None, file: str, data: bytes, report: ValidationReport
+    ) -> IngestResult:
+        batch_id = report.batch_id
+        location = f"{QUARANTINE}/{folder}/{batch_id}/"
+        self._put_same(location + file, data, verify=True)
+        self._write_report(location, report)
+        self._remove_landed(key)
+        return IngestResult(
+            status="quarantined",
+            key=key,
+            task=task or folder,
+            file=file,
+            batch_id=batch_id,
+            location=location,
+            report=report,
+            message=f"{report.headline()}; batch {batch_id} moved to {location}, nothing deleted",
+        )
+
+    def _write_report(self, location: str, report: ValidationReport) -> None:
+        """report.json (+ report.html) in a quarantine folder; a different report for the same bytes (the task was
+        registered since, say) is kept beside the first as report.2.json, never over it."""
+        body = report.model_dump_json(indent=2).encode("utf-8")
+        n = 1
+        while True:
+            stem = location + ("report" if n == 1 else f"report.{n}")
+            try:
+                self.store.put_new(stem + ".json", body)
+            except KeyExists:
+                if self.store.get(stem + ".json") == body:
+                    return
+                n += 1
+                continue
+            self._put_same(stem + ".html", report.to_html().encode("utf-8"), clash_ok=True)
+            return
+
+    def _put_same(self, key: str, data: bytes, *, verify: bool = False, clash_ok: bool = False) -> bool:
+        """Write ``data`` once. True if the key now holds exactly ``data`` (it already did: fine too); False if it
+        holds other bytes and ``clash_ok``, else raise. ``verify`` reads a fresh write back and compares."""
+        try:
+            self.store.put_new(key, data)
+        except KeyExists:
+            try:
+                same = self.store.get(key) == data
+            except KeyNotFound:  # removed in between (ingested): write again
+                return self._put_same(key, data, verify=verify, clash_ok=clash_ok)
+            if same or clash_ok:
+                return same
+            raise IntakeError(f"{key} already exists with different content; objects are never overwritten") from None
+        if verify and self.store.get(key) != data:
+            raise IntakeError(f"{key}: bytes read back differ from the bytes written; the landed file was kept")
+        return True
+
+    def _remove_landed(self, key: str) -> None:
+        try:
+            self.store.delete(key)
+        except KeyNotFound:  # another ingester moved it first
+            pass
+
+    # --- accepted batches -----------------------------------------------------------------------------------------
+
+    def _manifest(self, task: str, batch_id: str) -> BatchManifest:
+        return BatchManifest.model_validate_json(self.store.get(f"tasks/{task}/batches/{batch_id}/batch.json"))
+
+    def batches(self, task: str) -> list[BatchRef]:
+        """The accepted batches of a task, oldest first."""
+        check_name("task", task)
+        pattern = re.compile(rf"tasks/{re.escape(task)}/batches/[0-9a-f]{{16}}/batch\.json")
+        manifests = [
+            BatchManifest.model_validate_json(self.store.get(k))
+            for k in self.store.keys(f"tasks/{task}/batches/")
+            if pattern.fullmatch(k)
+        ]
+        return [m.batch for m in sorted(manifests, key=lambda m: (m.created_at, m.batch.batch_id))]
+
+    def load_split(self, batch: BatchRef, split: Side) -> list[Example]:
+        """The examples of one side of a batch, after checking them against the checksums in batch.json."""
+        if split not in ("train", "eval"):
+            raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+        check_name("task", batch.task)
+        manifest = self._manifest(batch.task, batch.batch_id)
+        name = f"{split}.jsonl"
+        key = f"tasks/{batch.task}/batches/{batch.batch_id}/{name}"
+        data = self.store.get(key)
+        entry = manifest.files[name]
+        if len(data) != entry.size or _sha256(data) != entry.sha256:
+            raise BatchCorrupted(
+                f"{key} does not match its checksum in batch.json (sha256 {_sha256(data)[:12]}..., expected "
+                f"{entry.sha256[:12]}...): the stored batch was modified; restore it or re-submit the source file"
+            )
+        return [Example.model_validate_json(line) for line in data.decode("utf-8").splitlines() if line]
+
+    def eval_set(self, task: str) -> list[Example]:
+        """Every held-out example of a task: the union of the eval splits of its batches."""
+        return [ex for batch in self.batches(task) for ex in self.load_split(batch, "eval")]
+
+    def accept_examples(self, task: str, examples: Iterable[Example], source_name: str) -> BatchRef:
+        """Serialise ``examples`` to JSONL and take them through the landing zone like any submitted file.
+
+        Returns the new batch (or the existing one, for examples already accepted); raises :class:`BatchRejected`
+        with the report's problems when they fail validation (the file is then in quarantine).
+        """
+        self.task_spec(task)
+        file = safe_file_name(source_name)
+        try:
+            if file_format(file) != "jsonl":
+                file = os.path.splitext(file)[0] + ".jsonl"
+        except UnsupportedFormat:
+            file = file + ".jsonl"
+        result = self.ingest_key(self._land(task, safe_file_name(file), _jsonl(examples)))
+        if result.status == "quarantined":
+            assert result.report is not None
+            raise BatchRejected(result.message, result.report, result.location)
+        assert result.batch is not None
+        return result.batch
