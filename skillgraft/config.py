@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from skillgraft.gate import GatePolicy
 from skillgraft.names import check_name
-from skillgraft.recipes import Full, Recipe, SAProj
+from skillgraft.recipes import Full, Recipe, SAProj, parse_recipe
 from skillgraft.train import TrainConfig
 
 DEFAULT_STORE = ".skillgraft/store"
@@ -36,14 +36,19 @@ class SkillgraftConfig(BaseModel):
     gguf_file: str | None = None
     trust_remote_code: bool = False
     recipe: Recipe = Field(default_factory=SAProj)
-    train: TrainConfig = Field(default_factory=lambda: TrainConfig(steps=300, learning_rate=1e-3, batch_size=16))
-    replay: float = Field(0.5, ge=0, lt=1, description="share of each training mix drawn from old tasks' train splits")
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(steps=600, learning_rate=5e-4, batch_size=16))
+    replay: float = Field(0.75, ge=0, lt=1, description="share of each training mix drawn from old tasks' train splits")
     gate: GatePolicy = Field(default_factory=GatePolicy)
     suite: SuiteConfig = Field(default_factory=SuiteConfig)
     bootstrap_recipe: Recipe = Field(default_factory=Full, description="recipe that teaches a bare base its first tasks")
     bootstrap_train: TrainConfig = Field(
         default_factory=lambda: TrainConfig(steps=1500, learning_rate=3e-3, batch_size=32, schedule="cosine")
     )
+
+    @field_validator("recipe", "bootstrap_recipe", mode="before")
+    @classmethod
+    def _recipe_by_name(cls, v):
+        return parse_recipe(v) if isinstance(v, str) else v
 
     @field_validator("model")
     @classmethod

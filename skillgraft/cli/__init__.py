@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import typer
 
-from skillgraft.cli import loop, registry
+from skillgraft.cli import data, loop, registry, server
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-for group in (loop, registry):
+for group in (loop, data, registry, server):
     for command in group.app.registered_commands:
         app.registered_commands.append(command)
 

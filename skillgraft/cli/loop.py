@@ -66,19 +66,15 @@ def run(
     config: ConfigOpt = None,
 ) -> None:
     """Submit FILES as new data for TASK and run the retrain flow on them."""
-    from skillgraft.data import Intake, TaskSpec
-    from skillgraft.store import open_store
+    from skillgraft.cli.data import open_intake
 
     prefect_env()
     cfg = load_cfg(config, store=store, model=model, recipe=recipe, base=base)
-    intake = Intake(open_store(cfg.store))
-    if spec is not None:
-        intake.register_task(TaskSpec.from_yaml(spec))
-    elif task not in intake.tasks():
-        fail(f"task {task!r} is not registered in {cfg.store}; pass --spec task.yaml the first time")
     for f in files:
         if not f.is_file():
-            fail(f"{f}: no such file")
+            fail(f"{f}: no such file; nothing was submitted", 2)
+    intake = open_intake(cfg, task, spec)
+    for f in files:
         intake.submit(task, f)
     from flows.retrain import retrain
 

@@ -1,89 +1,359 @@
-"""Commands on the registry: status, history, rollback, export."""
+"""Commands on the registry: status, history, promote, rollback, export.
+
+Exit codes (the same for every command here, so scripts can branch on them):
+
+====  =========================================================================================================
+0     done
+1     not found or unreachable: unknown model or version, no champion, nothing to roll back, a store error
+2     usage: a bad option, name or config file (typer / the config loader)
+3     refused by the gate: no stored decision, a ``reject`` decision, or one made against another champion
+      (``promote --force`` overrides and is recorded in the history)
+4     conflict: the champion moved while this command ran; nothing was changed
+5     the version (or, for ``status``, the champion) is incomplete or corrupt
+6     promoted, but the post-promotion check failed (rolled back automatically when there was a champion before)
+====  =========================================================================================================
+
+Only the store's URL (``s3://bucket/prefix`` or a directory) and the S3 endpoint without any user-info part are
+printed; credentials come from the AWS chain and never appear in output or errors.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from skillgraft.cli.common import ConfigOpt, ModelOpt, StoreOpt, console, fail, load_cfg
 
+if TYPE_CHECKING:
+    from skillgraft.config import SkillgraftConfig
+    from skillgraft.registry import ChampionPointer, Registry
+    from skillgraft.store import ObjectStore
+
 app = typer.Typer()
 
-@app.command()
-def status(model: ModelOpt = None, store: StoreOpt = None, config: ConfigOpt = None) -> None:
-    """The champion and every stored version, with incomplete or corrupt ones flagged."""
-    from skillgraft.registry import Registry
+EXIT_NOT_FOUND = 1
+EXIT_USAGE = 2
+EXIT_REFUSED = 3
+EXIT_CONFLICT = 4
+EXIT_INVALID = 5
+EXIT_CHECK_FAILED = 6
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Turn the registry's and the store's errors into one line on stderr and an exit code (see the module doc)."""
+    from skillgraft.names import InvalidName
+    from skillgraft.registry import (
+        PromotionConflict,
+        PromotionRefused,
+        RegistryError,
+        VersionNotFound,
+        VersionNotValid,
+    )
+    from skillgraft.store import StoreError
+
+    try:
+        yield
+    except PromotionConflict as e:
+        fail(str(e), EXIT_CONFLICT)
+    except PromotionRefused as e:
+        fail(f"{e} (on the command line: --force)", EXIT_REFUSED)
+    except VersionNotFound as e:
+        fail(str(e), EXIT_NOT_FOUND)
+    except VersionNotValid as e:
+        fail(str(e), EXIT_INVALID)
+    except RegistryError as e:  # ModelNotFound, NoChampion, NoPreviousChampion, already champion...
+        fail(str(e), EXIT_NOT_FOUND)
+    except InvalidName as e:
+        fail(str(e), EXIT_USAGE)
+    except StoreError as e:  # unreachable endpoint, credentials refused, missing bucket: messages never hold secrets
+        fail(str(e), EXIT_NOT_FOUND)
+
+
+def _open(
+    config: Path | None, store: str | None, model: str | None
+) -> tuple[SkillgraftConfig, ObjectStore, Registry]:
+    """Config, store and the model's registry; the model must be registered (exit 1 otherwise)."""
+    from skillgraft.registry import ModelNotFound, Registry
     from skillgraft.store import open_store
 
     cfg = load_cfg(config, store=store, model=model)
-    reg = Registry(open_store(cfg.store), cfg.model)
-    info = reg.info()
-    if info is None:
-        fail(f"model {cfg.model!r} is not registered in {cfg.store}")
-    pointer = reg.champion()
-    console.print(f"model [bold]{cfg.model}[/] on base {info.base.source} (sha256 {info.base.sha256[:12]}…)")
-    console.print(f"champion: [bold]{pointer.version if pointer else 'none'}[/]")
-    table = Table()
-    for col in ("version", "status", "parent", "recipe", "tasks", "created"):
-        table.add_column(col)
-    for v in reg.versions():
-        table.add_row(v.version, v.status, v.parent or "base", v.recipe or "", ", ".join(v.tasks), v.created_at or "")
-    console.print(table)
+    with _errors():
+        st = open_store(cfg.store)
+        reg = Registry(st, cfg.model)
+        if reg.info() is None:
+            raise ModelNotFound(
+                f"model {cfg.model!r} is not registered in {_where(st)}: check --model / --store (or "
+                f"SKILLGRAFT_MODEL / SKILLGRAFT_STORE); `skillgraft run` or `skillgraft demo` registers one"
+            )
+    return cfg, st, reg
+
+
+def _where(store: ObjectStore) -> str:
+    endpoint = getattr(store, "endpoint", None)
+    return f"{store.url} (endpoint {endpoint})" if endpoint else store.url
+
+
+def _show(pointer: ChampionPointer | None) -> str:
+    return pointer.version if pointer else "none"
+
+
+# --- status ---------------------------------------------------------------------------------------------------------
 
 
 @app.command()
-def history(model: ModelOpt = None, store: StoreOpt = None, config: ConfigOpt = None) -> None:
-    """Every promotion, rejection and rollback: who, when, why."""
-    from skillgraft.registry import Registry
-    from skillgraft.store import open_store
+def status(
+    model: ModelOpt = None,
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+    verify: Annotated[
+        bool, typer.Option("--verify/--no-verify", help="check every file's sha256 (reads every version's files)")
+    ] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """The champion and every stored version; incomplete and corrupt ones are flagged with the reason.
 
-    cfg = load_cfg(config, store=store, model=model)
-    reg = Registry(open_store(cfg.store), cfg.model)
+    Exits 5 when the champion itself is not a complete, valid version; incomplete or corrupt other versions are
+    reported but leave the exit code at 0 (an incomplete version may be a writer still at work).
+    """
+    cfg, st, reg = _open(config, store, model)
+    with _errors():
+        info = reg.info()
+        assert info is not None  # _open checked
+        pointer = reg.champion()
+        rows = reg.versions(verify=verify)
+        gap = reg.unlogged_move(pointer)
+    champion_row = next((r for r in rows if pointer and r.version == pointer.version), None)
+    champion_problem = None
+    if pointer is not None and champion_row is None:
+        champion_problem = f"champion {pointer.version} has no files in the store"
+    elif champion_row is not None and champion_row.status != "complete":
+        champion_problem = f"champion {pointer.version} is {champion_row.status}: " + "; ".join(champion_row.problems)
+    attention = [r for r in rows if r.status != "complete"]
+
+    if as_json:
+        doc = {
+            "model": cfg.model,
+            "store": st.url,
+            "base": info.base.model_dump(mode="json"),
+            "champion": pointer.model_dump(mode="json") if pointer else None,
+            "champion_ok": pointer is not None and champion_problem is None,
+            "champion_problem": champion_problem,
+            "unlogged_move": gap.model_dump(mode="json", by_alias=True) if gap else None,
+            "verified": verify,
+            "versions": [r.model_dump(mode="json") for r in rows],
+        }
+        typer.echo(json.dumps(doc, indent=2))
+    else:
+        console.print(f"model [bold]{escape(cfg.model)}[/] in {escape(_where(st))}")
+        console.print(f"base {escape(info.base.source)} (sha256 {info.base.sha256[:12]}…)")
+        since = f" since {pointer.since} by {escape(pointer.actor)}: {escape(pointer.reason)}" if pointer else ""
+        console.print(f"champion: [bold]{_show(pointer)}[/]{since}", soft_wrap=True)
+        table = Table()
+        for col in ("version", "status", "parent", "recipe", "tasks", "last action", "created"):
+            table.add_column(col)
+        for v in rows:
+            color = {"complete": "green", "incomplete": "yellow", "corrupt": "red"}[v.status]
+            name = f"{v.version} *" if v.champion else v.version
+            table.add_row(name, f"[{color}]{v.status}[/]", v.parent or "base", v.recipe or "", ", ".join(v.tasks),
+                          v.last_action or "", v.created_at or "")  # fmt: skip
+        console.print(table)
+        if not verify:
+            console.print("checksums not verified (--no-verify): only missing files and manifests are detected")
+        for v in attention:
+            for problem in v.problems:
+                console.print(f"[yellow]{v.version} {v.status}:[/] {escape(problem)}", soft_wrap=True)
+        if gap is not None:
+            console.print(
+                f"[yellow]history:[/] the {gap.action} of {gap.version} at {gap.at} is not in the history log (its "
+                f"writer stopped after moving the pointer); the next promote or rollback records it",
+                soft_wrap=True,
+            )
+    if champion_problem:
+        fail(f"{champion_problem}; roll back with `skillgraft rollback`", EXIT_INVALID)
+
+
+# --- history --------------------------------------------------------------------------------------------------------
+
+
+@app.command()
+def history(
+    model: ModelOpt = None,
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="only the last N entries")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Every promotion, rejection and rollback: who, when, why (forced promotions are marked)."""
+    cfg, _st, reg = _open(config, store, model)
+    with _errors():
+        entries = reg.history()
+    if limit is not None:
+        entries = entries[-limit:]
+    if as_json:
+        for h in entries:
+            typer.echo(h.model_dump_json(by_alias=True, exclude_unset=True))
+        return
+    if not entries:
+        console.print(f"no history yet for {escape(cfg.model)}")
+        return
     table = Table(title=f"history of {cfg.model}")
     for col in ("at", "action", "version", "from", "actor", "reason"):
         table.add_column(col, overflow="fold")
-    for h in reg.history():
-        table.add_row(h.at, h.action, h.version or "", h.from_version or "", h.actor, h.reason)
+    for h in entries:
+        action = f"{h.action} (forced)" if h.forced else h.action
+        table.add_row(h.at, action, h.version, h.from_version or "", escape(h.actor), escape(h.reason))
     console.print(table)
+
+
+# --- promote --------------------------------------------------------------------------------------------------------
+
+
+def gate_refusal(reg: Registry, version: str, current: ChampionPointer | None) -> str | None:
+    """Why ``version``'s stored gate decision does not allow promoting it over ``current`` (None: it does).
+
+    The decision must exist, be for this version, say promote, and have been made against the current champion
+    (``base`` when there is none): a decision against an older champion says nothing about the current one.
+    """
+    from pydantic import ValidationError
+
+    from skillgraft.gate import Decision
+    from skillgraft.store import KeyNotFound
+
+    try:
+        decision = Decision.model_validate_json(reg.read_attachment(version, "decision.json"))
+    except KeyNotFound:
+        return f"{version} has no stored gate decision (decision.json): it was never gated"
+    except ValidationError as e:
+        return f"{version}'s decision.json is unreadable ({e.errors()[0]['msg']})"
+    now = current.version if current else "base"
+    if decision.candidate != version:
+        return f"{version}'s decision.json is about {decision.candidate}, not {version}"
+    if not decision.promote:
+        return f"the gate rejected {version} against {decision.champion}: {decision.summary()}"
+    if decision.champion != now:
+        return (
+            f"{version} was gated against {decision.champion}, but the champion is now {now}: the decision says "
+            f"nothing about {now} (retrain from {now}, or evaluate {version} against it)"
+        )
+    return None
+
+
+@app.command()
+def promote(
+    version: Annotated[str, typer.Argument(help="the version to make champion")],
+    force: Annotated[bool, typer.Option("--force", help="promote even if the gate did not pass it (recorded)")] = False,
+    reason: Annotated[str, typer.Option(help="why, recorded in the history")] = "manual promotion",
+    check: Annotated[
+        bool,
+        typer.Option("--check/--no-check", help="load the new champion back and run the smoke evaluation; roll back "
+                     "automatically if it fails"),
+    ] = True,
+    model: ModelOpt = None,
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Make VERSION the champion, through the same gate as the retrain flow unless --force.
+
+    The version must be complete with every checksum valid (its parents too), even with --force. Without --force its
+    stored decision must say promote and must have been made against the current champion. Afterwards the champion
+    is loaded back from the store and smoke-tested, and rolled back on failure (--no-check skips this).
+    """
+    cfg, st, reg = _open(config, store, model)
+    with _errors():
+        reg.manifest(version)  # unknown (exit 1) or incomplete / unreadable (exit 5) before any gate message
+        current, etag = reg.champion_with_etag()
+        refusal = gate_refusal(reg, version, current)
+        if refusal and not force:
+            fail(f"refusing to promote {version}: {refusal}. Pass --force to promote it anyway (recorded in the "
+                 f"history as forced); nothing was changed", EXIT_REFUSED)  # fmt: skip
+        why = f"{reason}; forced past the gate: {refusal}" if refusal else f"{reason}; gate decision: promote"
+        pointer = reg.promote(version, reason=why, expected_etag=etag, force=force)
+    console.print(f"champion of {escape(cfg.model)}: {_show(current)} → [bold]{pointer.version}[/]"
+                  + (" (forced)" if force else ""))  # fmt: skip
+    if not check:
+        return
+    _check_or_roll_back(cfg, st, reg, version, previous=pointer.previous)
+
+
+def _check_or_roll_back(cfg: SkillgraftConfig, st: ObjectStore, reg: Registry, version: str, *, previous: str | None) -> None:
+    from skillgraft import steps
+    from skillgraft.registry import PromotionConflict
+
+    smoke = bool(reg.store.exists(f"models/{reg.model}/versions/{version}/metrics.json"))
+    result = steps.post_promotion_check(st, cfg, version, smoke=smoke)
+    if result.ok:
+        note = "" if smoke else " (no gate scores to compare with: load-back only)"
+        console.print(f"post-promotion check passed{note}: {escape('; '.join(result.reasons))}", soft_wrap=True)
+        return
+    reasons = "; ".join(result.reasons)
+    if previous is None:
+        fail(f"post-promotion check of {version} failed: {reasons}. There is no earlier champion to roll back to: "
+             f"{version} stays champion; fix or promote another version", EXIT_CHECK_FAILED)  # fmt: skip
+    with _errors():
+        try:
+            pointer = steps.auto_rollback(st, cfg, result, previous)
+        except PromotionConflict as e:
+            fail(f"post-promotion check of {version} failed ({reasons}), but the champion moved meanwhile, so it was "
+                 f"not rolled back: {e}", EXIT_CHECK_FAILED)  # fmt: skip
+    fail(f"post-promotion check of {version} failed: {reasons}. Rolled back automatically: champion is "
+         f"{pointer.version} again; nothing was deleted", EXIT_CHECK_FAILED)  # fmt: skip
+
+
+# --- rollback -------------------------------------------------------------------------------------------------------
 
 
 @app.command()
 def rollback(
-    version: Annotated[Optional[str], typer.Argument(help="version to make champion (default: the previous one)")] = None,
+    version: Annotated[Optional[str], typer.Argument(help="former champion to restore (default: the previous one)")] = None,
     reason: Annotated[str, typer.Option(help="why, recorded in the history")] = "manual rollback",
     model: ModelOpt = None,
     store: StoreOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Move the champion back (to VERSION, or to the champion before the current one)."""
-    from skillgraft.registry import Registry, RegistryError
-    from skillgraft.store import open_store
+    """Move the champion back to VERSION, or to the champion before the current one.
 
-    cfg = load_cfg(config, store=store, model=model)
-    reg = Registry(open_store(cfg.store), cfg.model)
-    before = reg.champion()
-    try:
+    Only former champions are rollback targets, and only when complete and valid (parents too); repeated rollbacks
+    walk back down the chain of champions.
+    """
+    cfg, _st, reg = _open(config, store, model)
+    with _errors():
+        before = reg.require_champion()
         pointer = reg.rollback(version, reason=reason)
-    except RegistryError as e:
-        fail(str(e))
-    console.print(f"champion of {cfg.model}: {before.version if before else 'none'} → [bold]{pointer.version}[/]")
+    console.print(f"champion of {escape(cfg.model)}: {before.version} → [bold]{pointer.version}[/]")
+
+
+# --- export ---------------------------------------------------------------------------------------------------------
 
 
 @app.command()
 def export(
     version: Annotated[Optional[str], typer.Argument(help="version (default: the champion)")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="directory to write")] = Path("exported-model"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="directory to create (must not exist, or be empty)")] = ...,
     model: ModelOpt = None,
     store: StoreOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Write a full Hugging Face model directory (safetensors) for serving."""
-    from skillgraft.steps import export as do_export
-    from skillgraft.store import open_store
+    """Write a full Hugging Face model directory (config, model.safetensors, tokenizer) for serving.
 
-    cfg = load_cfg(config, store=store, model=model)
-    path = do_export(open_store(cfg.store), cfg.model, version, out)
-    console.print(f"wrote {path}")
+    Built from the base and the version's delta chain, every file checked against its manifest. The directory
+    appears whole or not at all, with skillgraft.json recording the model, version and chain.
+    """
+    from skillgraft import steps
+
+    cfg, st, _reg = _open(config, store, model)
+    with _errors():
+        try:
+            path = steps.export(st, cfg.model, version, out)
+        except FileExistsError as e:
+            fail(str(e), EXIT_USAGE)
+    console.print(f"wrote {escape(str(path))}")

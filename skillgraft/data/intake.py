@@ -261,6 +261,13 @@ class Intake:
             return self._quarantine(key, task, task, file, data, report)
         return self._accept(key, spec, file, data, batch_id, report, [r.example for r in records], sides)
 
+    def check(self, task: str, path: str | os.PathLike[str]) -> ValidationReport:
+        """Run the intake's checks on a local file without submitting it (nothing is written to the store)."""
+        data = Path(path).read_bytes()
+        file = safe_file_name(Path(path).name)
+        report, _, _ = self._validate(self.task_spec(task), file, data, batch_id_of(data))
+        return report
+
     def _validate(
         self, spec: TaskSpec, file: str, data: bytes, batch_id: str
     ) -> tuple[ValidationReport, list[Record], list[Side]]:

@@ -1,0 +1,122 @@
+"""Commands on task data: validate (check only), submit (to the landing zone), ingest (accept or quarantine)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from skillgraft.cli.common import ConfigOpt, ModelOpt, StoreOpt, console, err, fail, load_cfg
+
+app = typer.Typer()
+
+SpecOpt = Annotated[Optional[Path], typer.Option("--spec", help="task spec YAML (registers the task if new)")]
+
+
+def open_intake(cfg, task: str, spec: Path | None):
+    from skillgraft.data import Intake, TaskSpec, TaskSpecError
+    from skillgraft.names import InvalidName, check_name
+    from skillgraft.store import open_store
+
+    intake = Intake(open_store(cfg.store))
+    try:
+        check_name("task", task)
+        if spec is not None:
+            loaded = TaskSpec.from_yaml(spec)
+            if loaded.name != task:
+                fail(f"{spec}: spec is for task {loaded.name!r}, not {task!r}")
+            intake.register_task(loaded)
+    except (InvalidName, TaskSpecError) as e:
+        fail(str(e), 2)
+    if task not in intake.tasks():
+        fail(f"task {task!r} is not registered in {cfg.store}; pass --spec task.yaml (see README: Task data)", 2)
+    return intake
+
+
+def _files(files: list[Path]) -> None:
+    for f in files:
+        if not f.is_file():
+            fail(f"{f}: no such file; nothing was submitted", 2)
+
+
+@app.command()
+def validate(
+    task: Annotated[str, typer.Argument(help="task name")],
+    files: Annotated[list[Path], typer.Argument(help="JSONL, CSV or Parquet files")],
+    spec: SpecOpt = None,
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Check FILES against TASK's rules (the same as intake, leakage included) without submitting anything."""
+    cfg = load_cfg(config, store=store)
+    _files(files)
+    intake = open_intake(cfg, task, spec)
+    bad = 0
+    for f in files:
+        report = intake.check(task, f)
+        mark = "[green]ok[/]" if report.success else "[red]REJECTED[/]"
+        console.print(f"{mark} {f}: {report.rows} rows ({report.train_rows} train / {report.eval_rows} eval), "
+                      f"batch id {report.batch_id}")  # fmt: skip
+        if not report.success:
+            bad += 1
+            table = Table(show_header=True)
+            for col in ("rule", "column", "observed", "detail"):
+                table.add_column(col, overflow="fold")
+            for r in report.results:
+                if not r.success:
+                    table.add_row(r.rule, r.column or "", str(r.observed), r.detail)
+            console.print(table)
+            for line in report.problems[:20]:
+                console.print(f"  {line}")
+            if len(report.problems) > 20:
+                console.print(f"  … and {len(report.problems) - 20} more")
+    raise typer.Exit(1 if bad else 0)
+
+
+@app.command()
+def submit(
+    task: Annotated[str, typer.Argument(help="task name")],
+    files: Annotated[list[Path], typer.Argument(help="JSONL, CSV or Parquet files")],
+    spec: SpecOpt = None,
+    model: ModelOpt = None,
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Put FILES in TASK's landing zone and announce them (event skillgraft.data.arrived) for a triggered retrain."""
+    cfg = load_cfg(config, store=store, model=model)
+    _files(files)
+    intake = open_intake(cfg, task, spec)
+    keys = [intake.submit(task, f) for f in files]
+    for key in keys:
+        console.print(f"landed {key}")
+    try:
+        from flows.watch import announce
+    except ImportError:  # the Prefect layer is optional for the core; without it nothing is announced
+        err.print("Prefect flows not importable: files landed but not announced; `skillgraft ingest` processes them")
+        return
+    from skillgraft.store import open_store
+
+    for key in keys:
+        announce(open_store(cfg.store), cfg.model, task, key)
+
+
+@app.command()
+def ingest(
+    task: Annotated[Optional[str], typer.Option(help="only this task's landing zone")] = None,
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Process the landing zone once: accept valid files as batches, quarantine the rest (with reports). No training."""
+    from skillgraft.data import Intake
+    from skillgraft.store import open_store
+
+    cfg = load_cfg(config, store=store)
+    results = Intake(open_store(cfg.store)).ingest(task)
+    if not results:
+        console.print("landing zone is empty")
+    for r in results:
+        color = {"accepted": "green", "duplicate": "yellow", "quarantined": "red"}[r.status]
+        console.print(f"[{color}]{r.status}[/] {r.key} → {r.location}: {r.message}")
+    raise typer.Exit(1 if any(r.status == "quarantined" for r in results) else 0)

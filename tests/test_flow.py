@@ -1,0 +1,154 @@
+"""The retrain flow end to end under Prefect's test harness: real store, real training, real artifacts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from skillgraft import demo
+from skillgraft.data import Intake
+from skillgraft.registry import Registry
+from skillgraft.store import LocalStore
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+def write_config(tmp: Path, store: Path, **gate) -> Path:
+    cfg = {
+        "store": str(store),
+        "model": "demo",
+        "base": demo.BASE_SOURCE,
+        "train": {"steps": 40, "learning_rate": 1e-3, "batch_size": 16, "progress": False},
+        "bootstrap_train": {"steps": 300, "learning_rate": 3e-3, "batch_size": 32, "schedule": "cosine", "progress": False},
+        "gate": {"min_gain": 0.05, "max_drop": 0.05, **gate},
+        "suite": {"max_eval_examples": 64, "probe_prompts": 16, "smoke_examples": 16},
+    }
+    path = tmp / f"skillgraft-{len(list(tmp.glob('*.yaml')))}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def land(store: LocalStore, tmp: Path, task: str, rows: int, seed: int = 0) -> None:
+    intake = Intake(store)
+    for spec in demo.SPECS.values():
+        intake.register_task(spec)
+    intake.submit(task, demo.write_jsonl(tmp / f"{task}-{seed}.jsonl", demo.generate(task, rows, seed=seed)))
+
+
+def artifacts_of(flow_run_id) -> dict[str, object]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return {a.key: a for a in found if a.key}
+
+
+def run_flow(**params):
+    from flows.retrain import retrain
+
+    state = retrain(return_state=True, **params)
+    assert state.is_completed(), state
+    return state.result(), state.state_details.flow_run_id
+
+
+@pytest.fixture(scope="module")
+def bootstrapped(harness, tmp_path_factory):
+    """A store whose demo model was bootstrapped (v1 champion) by the flow itself."""
+    tmp = tmp_path_factory.mktemp("flow")
+    store_dir = tmp / "store"
+    store = LocalStore(store_dir)
+    for task in demo.OLD_TASKS:
+        land(store, tmp, task, 400)
+    outcome, run_id = run_flow(config=str(write_config(tmp, store_dir)), bootstrap=True)
+    return tmp, store_dir, outcome, run_id
+
+
+def test_bootstrap_run_teaches_the_old_tasks_and_promotes_v1(bootstrapped):
+    tmp, store_dir, outcome, run_id = bootstrapped
+    assert outcome.status == "promoted" and outcome.champion == "v1"
+    assert {r.task for r in outcome.report.rows} == set(demo.OLD_TASKS)
+    assert all(r.new and r.champion < 0.2 < r.candidate for r in outcome.report.rows)
+    reg = Registry(LocalStore(store_dir), "demo")
+    assert reg.champion().version == "v1"
+    assert [h.action for h in reg.history()] == ["promote"]
+    arts = artifacts_of(run_id)
+    assert {"demo-data-validation", "demo-training", "demo-regression", "demo-decision"} <= set(arts)
+    table = json.loads(arts["demo-regression"].data)
+    assert sorted(row["task"] for row in table) == sorted(demo.OLD_TASKS)
+    assert "PROMOTE" in arts["demo-decision"].data.upper()
+
+
+def test_rejected_candidate_leaves_the_champion_and_explains_why(bootstrapped):
+    tmp, store_dir, _, _ = bootstrapped
+    land(LocalStore(store_dir), tmp, "count", 200, seed=1)
+    cfg = write_config(tmp, store_dir, min_gain=1.5)  # no candidate can gain 150 points: the gate must reject
+    outcome, run_id = run_flow(config=str(cfg), task="count")
+    assert outcome.status == "rejected" and outcome.champion == "v1" and outcome.candidate == "v2"
+    assert any(r.startswith("FAIL new task 'count'") for r in outcome.decision.reasons)
+    reg = Registry(LocalStore(store_dir), "demo")
+    assert reg.champion().version == "v1"
+    assert reg.history()[-1].action == "reject" and reg.history()[-1].version == "v2"
+    stored = json.loads(reg.read_attachment("v2", "decision.json"))
+    assert stored["promote"] is False and stored["champion"] == "v1" and stored["candidate"] == "v2"
+    arts = artifacts_of(run_id)
+    table = {row["task"]: row for row in json.loads(arts["demo-regression"].data)}
+    assert set(table) == {*demo.OLD_TASKS, "count"} and table["count"]["kind"] == "new"
+    assert table["count"]["pass"] is False
+    assert "REJECT" in arts["demo-decision"].data
+
+
+def test_promoted_candidate_becomes_champion_then_rollback_is_recorded(bootstrapped):
+    tmp, store_dir, _, _ = bootstrapped
+    land(LocalStore(store_dir), tmp, "count", 200, seed=2)
+    cfg = write_config(tmp, store_dir, min_gain=0.0, max_drop=1.0)  # accept any candidate
+    outcome, _ = run_flow(config=str(cfg), task="count")
+    assert outcome.status == "promoted"
+    reg = Registry(LocalStore(store_dir), "demo")
+    new = outcome.champion
+    assert reg.champion().version == new and reg.champion().previous == "v1"
+    assert "count" in reg.manifest(new).tasks
+    pointer = reg.rollback(reason="test: back to v1")
+    assert pointer.version == "v1"
+    assert [h.action for h in reg.history()][-2:] == ["promote", "rollback"]
+
+
+def test_corrupted_champion_fails_the_post_promotion_check_and_is_rolled_back(bootstrapped, monkeypatch):
+    tmp, store_dir, _, _ = bootstrapped
+    store = LocalStore(store_dir)
+    land(store, tmp, "count", 200, seed=3)
+    real_promote = Registry.promote
+
+    def promote_then_rot(self, version, **kw):
+        pointer = real_promote(self, version, **kw)
+        # bit rot at rest, right after the pointer moved: the delta object no longer matches its manifest
+        path = store.root / "models" / "demo" / "versions" / version / "delta.safetensors"
+        data = bytearray(path.read_bytes())
+        data[-1] ^= 0xFF
+        path.write_bytes(bytes(data))
+        return pointer
+
+    monkeypatch.setattr(Registry, "promote", promote_then_rot)
+    before = Registry(store, "demo").champion().version
+    outcome, run_id = run_flow(config=str(write_config(tmp, store_dir, min_gain=0.0, max_drop=1.0)), task="count")
+    assert outcome.status == "rolled-back"
+    assert outcome.champion == before
+    assert any("could not be loaded back" in n for n in outcome.notes)
+    reg = Registry(store, "demo")
+    assert reg.champion().version == before
+    assert [h.action for h in reg.history()][-2:] == ["promote", "rollback"]
+    assert "post-promotion check" in reg.history()[-1].reason
+    assert "demo-rollback" in artifacts_of(run_id)
