@@ -22,7 +22,11 @@ Rules:
 * ``champion.json`` moves only with ``replace_if`` on the etag the caller read: if someone else moved it first,
   :class:`PromotionConflict` (carrying the current champion) is raised and nothing is written.
 * The pointer moves first, then the history entry is appended: a crash in between leaves the pointer right and the
-  log one entry short, never a log entry for a move that did not happen.
+  log one entry short, never a log entry for a move that did not happen. The pointer carries what the entry needs
+  (action, reason, actor, since, forced), so the next promote / rollback appends the missing entry first (marked
+  ``"recovered": true``) and :meth:`Registry.unlogged_move` lets ``status`` report the gap meanwhile.
+* Promotion and rollback check the whole chain (the version and every parent back to the base) against the
+  manifests: a version that builds on an incomplete or corrupt parent can't be loaded, so it never becomes champion.
 * **Rollback rule.** Rollback returns to a *former champion*: by default the current pointer's ``previous``. The new
   pointer's ``previous`` is the ``previous`` that version had the last time it became champion (from history), so
   repeated rollbacks walk back down the chain (v3 → v2 → v1 → error) and never bounce between two versions. Making a
@@ -133,6 +137,14 @@ class NoPreviousChampion(RegistryError):
     """A rollback with no former champion to go back to."""
 
 
+class NoChampion(RegistryError):
+    """The model has no champion yet (nothing was ever promoted)."""
+
+
+class PromotionRefused(RegistryError):
+    """The version's recorded decision forbids the promotion (it was rejected); ``force=True`` overrides."""
+
+
 # --- typed records --------------------------------------------------------------------------------------------------
 
 
@@ -152,6 +164,10 @@ class ChampionPointer(BaseModel):
     since: str
     reason: str
     actor: str
+    action: Literal["promote", "rollback"] = Field(
+        "promote", description="the move that set this pointer (so a missing history entry can be written later)"
+    )
+    forced: bool = False
 
 
 class HistoryEntry(BaseModel):
@@ -188,7 +204,11 @@ class VersionInfo(BaseModel):
     created_at: str | None = None
     champion: bool = False
     last_action: str | None = Field(default=None, description="the last history action naming this version")
-    problems: list[str] = Field(default_factory=list)
+    problems: list[str] = Field(
+        default_factory=list,
+        description="why the version is incomplete or corrupt; a version whose parent is not complete is corrupt "
+        "too (it can't be loaded)",
+    )
 
 
 def default_actor() -> str:
@@ -214,6 +234,20 @@ def _check_file_name(name: str) -> str:
             f"letter or digit, no '..'); nothing was written"
         )
     return name
+
+
+def _logged_as_recovered(log: bytes, entry: HistoryEntry) -> bool:
+    """Does ``log`` hold a recovered entry for the same pointer move (action, version, time) as ``entry``?"""
+    for raw in log.splitlines():
+        if b'"recovered":true' not in raw:
+            continue
+        try:
+            other = json.loads(raw)
+        except ValueError:
+            continue
+        if (other.get("action"), other.get("version"), other.get("at")) == (entry.action, entry.version, entry.at):
+            return True
+    return False
 
 
 def _sha256(data: bytes) -> str:
@@ -412,7 +446,7 @@ class Registry:
             )
             if MANIFEST not in names:
                 row.files = sorted(names - RESERVED_FILES)
-                row.problems = [f"no {MANIFEST}: incomplete (its writer stopped or is still writing)"]
+                row.problems = [f"no {MANIFEST}: incomplete ({self._claim_note(version, names)})"]
                 rows.append(row)
                 continue
             try:
@@ -431,7 +465,32 @@ class Registry:
                 row.problems = [f"{n}: missing" for n in sorted(set(manifest.files) - names)]
             row.status = "corrupt" if row.problems else "complete"
             rows.append(row)
+        by_id = {row.version: row for row in rows}
+        for row in rows:  # id order: a parent's row is final before its children's (parents are older)
+            if row.status == "complete" and row.parent is not None:
+                parent = by_id.get(row.parent)
+                if parent is None or parent.status != "complete":
+                    row.status = "corrupt"
+                    row.problems.append(
+                        f"parent {row.parent} is {parent.status if parent else 'missing'}: "
+                        f"{row.version} can't be loaded"
+                    )
         return rows
+
+    def _claim_note(self, version: str, names: set[str]) -> str:
+        """Who claimed an incomplete version and when, for ``status`` (a claim is tiny: one read)."""
+        files = sorted(names - RESERVED_FILES)
+        wrote = f"{len(files)} file(s) written" if files else "no model file written"
+        if CLAIM not in names:
+            return f"no claim, {wrote}"
+        try:
+            claim = json.loads(self.store.get(self._vkey(version, CLAIM)))
+        except (KeyNotFound, ValueError):
+            return f"unreadable claim, {wrote}"
+        return (
+            f"claimed by {claim.get('actor', '?')} at {claim.get('at', '?')}, {wrote}; its writer stopped, or is "
+            f"still writing"
+        )
 
     def manifest(self, version: str) -> Manifest:
         """The version's manifest; :class:`VersionNotValid` when it has none, :class:`VersionNotFound` when the
@@ -502,6 +561,30 @@ class Registry:
             )
         return manifest
 
+    def _require_loadable(self, version: str, doing: str) -> Manifest:
+        """:meth:`_require_valid` for ``version`` and every parent back to the base (reads every file once)."""
+        manifest = self._require_valid(version, doing)
+        seen, parent = {version}, manifest.parent
+        while parent is not None:
+            if parent in seen:
+                raise VersionCorrupt(
+                    f"{self._where(version)}: the parent chain loops at {parent}; the manifests were edited. "
+                    f"Refusing to {doing}; nothing was changed",
+                    version=version,
+                )
+            seen.add(parent)
+            try:
+                parent_manifest = self._require_valid(parent, doing)
+            except VersionNotValid as err:
+                raise VersionCorrupt(
+                    f"{self._where(version)} builds on {parent}, which can't be loaded, so neither can "
+                    f"{version}: {err}",
+                    version=version,
+                    problems=[str(err)],
+                ) from None
+            parent = parent_manifest.parent
+        return manifest
+
     def read_file(self, version: str, name: str) -> bytes:
         """A model file's bytes, checked against the manifest's sha256 and size (:class:`VersionCorrupt` if not)."""
         manifest = self.manifest(version)
@@ -567,7 +650,22 @@ class Registry:
             raw, etag = self.store.get_with_etag(self._champion_key)
         except KeyNotFound:
             return None, None
-        return ChampionPointer.model_validate_json(raw), etag
+        try:
+            return ChampionPointer.model_validate_json(raw), etag
+        except ValidationError as err:
+            raise RegistryError(
+                f"{self._champion_key} in {self.store.url} is unreadable ({err.errors()[0]['msg']}): it is written "
+                f"only by the registry, so it was edited by hand or damaged. Restore it from the store's versioning "
+                f"or the last promote/rollback entry in {self._history_key}; nothing was changed"
+            ) from None
+
+    def require_champion(self) -> ChampionPointer:
+        """The champion pointer; :class:`ModelNotFound` / :class:`NoChampion` when there is none."""
+        self._require_info()
+        pointer = self.champion()
+        if pointer is None:
+            raise NoChampion(f"model {self.model!r} has no champion in {self.store.url}: nothing was promoted yet")
+        return pointer
 
     def _read_pointer(self, expected_etag: Any, doing: str) -> tuple[ChampionPointer | None, str | None]:
         current, etag = self.champion_with_etag()
@@ -618,19 +716,23 @@ class Registry:
         """
         actor = actor or self.actor
         doing = f"promoting {version}"
-        self._require_valid(version, "promote it")
+        self._require_loadable(version, "promote it")
         current, etag = self._read_pointer(expected_etag, doing)
         if current is not None and current.version == version:
             raise RegistryError(f"{self._where(version)} is already the champion; nothing was changed")
+        history = self.history()
         if not force:
-            last = next((e for e in reversed(self.history()) if e.version == version), None)
+            last = next((e for e in reversed(history) if e.version == version), None)
             if last is not None and last.action == "reject":
-                raise RegistryError(
+                raise PromotionRefused(
                     f"{self._where(version)} was rejected ({last.at}, by {last.actor}: {last.reason}); pass "
                     f"force=True to promote it anyway (recorded as forced). Nothing was changed"
                 )
         previous = current.version if current else None
-        pointer = ChampionPointer(version=version, previous=previous, since=utcnow(), reason=reason, actor=actor)
+        self._log_unlogged_move(current, history)
+        pointer = ChampionPointer(
+            version=version, previous=previous, since=utcnow(), reason=reason, actor=actor, forced=force
+        )
         self._move_pointer(pointer, etag, doing)
         self._append(
             HistoryEntry.model_validate(
@@ -710,14 +812,22 @@ class Registry:
         check_name("version", target)
         if target == current.version:
             raise RegistryError(f"{self._where(target)} is already the champion; nothing was changed")
-        was_champion, previous = self._previous_when_champion(target, current)
+        if next(iter(self.store.keys(self._vkey(target))), None) is None:
+            raise VersionNotFound(
+                f"{self._where(target)} does not exist in {self.store.url}; nothing was changed", version=target
+            )
+        history = self.history()
+        was_champion, previous = self._previous_when_champion(target, current, history)
         if not was_champion:
             raise RegistryError(
                 f"{self._where(target)} was never champion, so it is not a rollback target; promote it instead "
                 f"(promote(..., force=True) if it was rejected). Nothing was changed"
             )
-        self._require_valid(target, "roll back to it")
-        pointer = ChampionPointer(version=target, previous=previous, since=utcnow(), reason=reason, actor=actor)
+        self._require_loadable(target, "roll back to it")
+        self._log_unlogged_move(current, history)
+        pointer = ChampionPointer(
+            version=target, previous=previous, since=utcnow(), reason=reason, actor=actor, action="rollback"
+        )
         self._move_pointer(pointer, etag, f"rolling back to {target}")
         self._append(
             HistoryEntry.model_validate(
@@ -734,9 +844,11 @@ class Registry:
         )
         return pointer
 
-    def _previous_when_champion(self, target: str, current: ChampionPointer) -> tuple[bool, str | None]:
+    def _previous_when_champion(
+        self, target: str, current: ChampionPointer, history: list[HistoryEntry]
+    ) -> tuple[bool, str | None]:
         """Was ``target`` ever champion, and what was its pointer's ``previous`` the last time it became champion?"""
-        for entry in reversed(self.history()):
+        for entry in reversed(history):
             if entry.version != target:
                 continue
             if entry.action == "promote":
@@ -766,15 +878,52 @@ class Registry:
                 ) from None
         return entries
 
-    def _append(self, entry: HistoryEntry) -> None:
+    def unlogged_move(
+        self, current: ChampionPointer | None = READ_NOW, history: list[HistoryEntry] | None = None
+    ) -> HistoryEntry | None:
+        """The history entry for the current pointer when the log lacks it (a writer stopped between moving the
+        pointer and appending to the log), else None. The entry is rebuilt from the pointer, marked ``recovered``."""
+        if current is READ_NOW:
+            current = self.champion()
+        if current is None:
+            return None
+        history = self.history() if history is None else history
+        moves = [e for e in history if e.action in POINTER_ACTIONS]
+        if moves and (moves[-1].version, moves[-1].at) == (current.version, current.since):
+            return None
+        fields: dict[str, Any] = {
+            "action": current.action,
+            "version": current.version,
+            "from": moves[-1].version if moves else None,
+            "reason": current.reason,
+            "actor": current.actor,
+            "at": current.since,
+            "recovered": True,
+        }
+        if current.action == "rollback":
+            fields["previous"] = current.previous
+        if current.forced:
+            fields["forced"] = True
+        return HistoryEntry.model_validate(fields)
+
+    def _log_unlogged_move(self, current: ChampionPointer | None, history: list[HistoryEntry]) -> None:
+        """Before moving the pointer: append the entry an interrupted writer left out (once, even when racing)."""
+        if (entry := self.unlogged_move(current, history)) is not None:
+            self._append(entry, once=True)
+
+    def _append(self, entry: HistoryEntry, *, once: bool = False) -> None:
+        """Append one line; ``once``: not if the log holds that exact line already (recovered entries are built
+        deterministically from the pointer, so two writers repairing the same gap write one line)."""
         line = entry.to_line()
         for attempt in range(_HISTORY_ATTEMPTS):
             try:
                 data, etag = self.store.get_with_etag(self._history_key)
             except KeyNotFound:
                 data, etag = b"", None
-            if attempt and line in data:  # an earlier attempt landed; only its response was lost
+            if (attempt or once) and line in data:  # an earlier attempt landed (or another writer's, for `once`)
                 return
+            if entry.action in POINTER_ACTIONS and _logged_as_recovered(data, entry):
+                return  # another writer saw our pointer move before we logged it and logged it for us
             if self.store.replace_if(self._history_key, data + line, etag):
                 return
             time.sleep(random.uniform(0, 0.005 * (attempt + 1)))  # another writer appended: re-read and retry
@@ -793,8 +942,10 @@ __all__ = [
     "HistoryEntry",
     "ModelInfo",
     "ModelNotFound",
+    "NoChampion",
     "NoPreviousChampion",
     "PromotionConflict",
+    "PromotionRefused",
     "Registry",
     "RegistryError",
     "VersionCorrupt",

@@ -6,7 +6,8 @@ import functools
 import logging
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -112,3 +113,133 @@ def local_store(tmp_path: Any) -> Any:
 def store(request: pytest.FixtureRequest) -> Any:
     """An empty ObjectStore; the test runs once per backend."""
     return request.getfixturevalue(f"{request.param}_store")
+
+
+@pytest.fixture
+def store_url(request: pytest.FixtureRequest, store: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The URL `open_store` / `--store` takes for ``store``; for S3 the endpoint is put in SKILLGRAFT_S3_ENDPOINT_URL."""
+    from skillgraft.store.s3 import S3Store
+
+    if isinstance(store, S3Store):
+        monkeypatch.setenv("SKILLGRAFT_S3_ENDPOINT_URL", request.getfixturevalue("s3_endpoint"))
+        return store.url
+    return str(store.root)
+
+
+# Registries holding the built-in demo model: its base snapshot and a chain of real deltas (a few self-attention
+# tensors changed per version, whole tensors as train_candidate stores them), plus one small accepted demo task for the
+# post-promotion smoke check. Built once per session (no training); `demo_registry(store)` copies it into a store.
+
+
+@dataclass
+class DemoVersion:
+    delta: bytes
+    metrics: bytes  # a RegressionReport with the version's real scores on the demo task's eval split
+    scores: dict[str, float]
+
+
+@dataclass
+class DemoChain:
+    base: Any  # BaseRef
+    base_files: dict[str, bytes]
+    task_objects: dict[str, bytes]  # every key under tasks/ of a store where the demo task was accepted
+    tasks: list[str]
+    versions: list[DemoVersion]  # versions[i] is v{i+1}, a delta on v{i}
+
+
+DEMO_CHAIN_LENGTH = 4
+
+
+@pytest.fixture(scope="session")
+def demo_chain(tmp_path_factory: pytest.TempPathFactory) -> DemoChain:
+    import torch
+
+    from skillgraft import demo, steps
+    from skillgraft.config import SkillgraftConfig
+    from skillgraft.data import Intake
+    from skillgraft.evaluate import RegressionReport, SuiteRow, score_task
+    from skillgraft.models import delta_to_bytes, extract_delta
+    from skillgraft.registry import Registry
+    from skillgraft.store.local import LocalStore
+
+    root = tmp_path_factory.mktemp("demo-chain")
+    src = LocalStore(root)
+    base = steps.ensure_model(src, SkillgraftConfig(store=str(root)))
+    intake = Intake(src)
+    intake.register_task(demo.SPECS["first"])
+    intake.accept_examples("first", demo.generate("first", 40, seed=7), "first-0.jsonl")
+    tasks = ["first"]
+    reg = Registry(src, demo.MODEL_NAME)
+    loaded = steps.load_version(reg, None)
+    suite = steps.suite_tasks(src, tasks, [], None)
+    names = [n for n in loaded.model.state_dict() if ".self_attn." in n and n.endswith("_proj.weight")]
+    generator = torch.Generator().manual_seed(0)
+    versions = []
+    for i in range(DEMO_CHAIN_LENGTH):
+        before = {k: v.detach().clone() for k, v in loaded.model.state_dict().items()}
+        with torch.no_grad():
+            for name in names[2 * i : 2 * i + 2]:
+                tensor = loaded.model.state_dict()[name]
+                tensor.add_(torch.randn(tensor.shape, generator=generator) * 0.01)
+        delta = extract_delta(before, loaded.model.state_dict())
+        scored = {t.name: score_task(loaded.model, loaded.tokenizer, t) for t in suite}
+        report = RegressionReport(
+            champion=f"v{i}" if i else "base", candidate=f"v{i + 1}",
+            rows=[SuiteRow(task=n, new=False, metric=s.metric, n=s.n, champion=s.score, candidate=s.score) for n, s in scored.items()],
+            candidate_scores=scored,
+        )  # fmt: skip
+        versions.append(
+            DemoVersion(
+                delta=delta_to_bytes(delta, {"parent": f"v{i}" if i else "base", "recipe": "sa_proj"}),
+                metrics=report.model_dump_json().encode(),
+                scores={n: s.score for n, s in scored.items()},
+            )
+        )
+    prefix = f"models/{demo.MODEL_NAME}/base/"
+    return DemoChain(
+        base=base,
+        base_files={k[len(prefix) :]: src.get(k) for k in src.keys(prefix)},
+        task_objects={k: src.get(k) for k in src.keys("tasks/")},
+        tasks=tasks,
+        versions=versions,
+    )
+
+
+def demo_decision(version: str, champion: str, promote: bool = True) -> bytes:
+    """A stored gate decision for ``version`` against ``champion`` (a version id or 'base')."""
+    from skillgraft.gate import Decision, GatePolicy
+
+    reasons = ["ok new task 'first': within limits"] if promote else ["FAIL old task 'first': regressed"]
+    return Decision(promote=promote, reasons=reasons, champion=champion, candidate=version, policy=GatePolicy()).model_dump_json().encode()
+
+
+@pytest.fixture
+def demo_registry(demo_chain: DemoChain) -> Callable[..., Any]:
+    """``demo_registry(store, versions=3, champion="v1", gated=True)``: the demo model registered in ``store`` with
+    ``versions`` complete versions (v1 on the base, each next on the previous), each with metrics.json and (``gated``)
+    a decision.json saying promote against its parent; ``champion`` promoted (via the chain of champions up to it)."""
+    from skillgraft import demo
+    from skillgraft.refs import Manifest
+    from skillgraft.registry import Registry
+
+    def build(store: Any, versions: int = 3, champion: str | None = "v1", gated: bool = True) -> Registry:
+        reg = Registry(store, demo.MODEL_NAME, actor="tester@ci")
+        for name, data in demo_chain.base_files.items():
+            reg.put_base_file(name, data)
+        reg.init(demo_chain.base)
+        for key, data in demo_chain.task_objects.items():
+            store.put_new(key, data)
+        for i in range(versions):
+            parent = f"v{i}" if i else None
+            manifest = Manifest(model=demo.MODEL_NAME, version="pending", parent=parent, base=demo_chain.base,
+                                recipe={"kind": "sa_proj"}, tasks=demo_chain.tasks)  # fmt: skip
+            v = reg.create_version({"delta.safetensors": demo_chain.versions[i].delta}, manifest).version
+            reg.attach(v, "metrics.json", demo_chain.versions[i].metrics)
+            if gated:
+                reg.attach(v, "decision.json", demo_decision(v, parent or "base"))
+        if champion is not None:
+            for i in range(int(champion[1:])):
+                reg.promote(f"v{i + 1}", reason=f"gate passed vs {f'v{i}' if i else 'base'}")
+        return reg
+
+    return build

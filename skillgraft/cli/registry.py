@@ -164,7 +164,8 @@ def status(
         for v in rows:
             color = {"complete": "green", "incomplete": "yellow", "corrupt": "red"}[v.status]
             name = f"{v.version} *" if v.champion else v.version
-            table.add_row(name, f"[{color}]{v.status}[/]", v.parent or "base", v.recipe or "", ", ".join(v.tasks),
+            parent = v.parent or ("base" if v.recipe is not None else "?")  # no readable manifest: unknown
+            table.add_row(name, f"[{color}]{v.status}[/]", parent, v.recipe or "", ", ".join(v.tasks),
                           v.last_action or "", v.created_at or "")  # fmt: skip
         console.print(table)
         if not verify:
@@ -175,7 +176,8 @@ def status(
         if gap is not None:
             console.print(
                 f"[yellow]history:[/] the {gap.action} of {gap.version} at {gap.at} is not in the history log (its "
-                f"writer stopped after moving the pointer); the next promote or rollback records it",
+                f"writer stopped after moving the pointer, or is logging it right now); the next promote or rollback "
+                f"records it",
                 soft_wrap=True,
             )
     if champion_problem:
@@ -206,13 +208,11 @@ def history(
     if not entries:
         console.print(f"no history yet for {escape(cfg.model)}")
         return
-    table = Table(title=f"history of {cfg.model}")
-    for col in ("at", "action", "version", "from", "actor", "reason"):
-        table.add_column(col, overflow="fold")
-    for h in entries:
+    for h in entries:  # one line per entry (reasons are long; a table folds them), newest last
         action = f"{h.action} (forced)" if h.forced else h.action
-        table.add_row(h.at, action, h.version, h.from_version or "", escape(h.actor), escape(h.reason))
-    console.print(table)
+        move = f"{h.from_version or 'none'} → {h.version}" if h.action in ("promote", "rollback") else h.version
+        late = " [dim](logged late)[/]" if (h.model_extra or {}).get("recovered") else ""
+        console.print(f"{h.at}  [bold]{action}[/] {move}  by {escape(h.actor)}: {escape(h.reason)}{late}", soft_wrap=True)
 
 
 # --- promote --------------------------------------------------------------------------------------------------------
@@ -272,6 +272,8 @@ def promote(
     with _errors():
         reg.manifest(version)  # unknown (exit 1) or incomplete / unreadable (exit 5) before any gate message
         current, etag = reg.champion_with_etag()
+        if current is not None and current.version == version:
+            fail(f"{version} is already the champion of {cfg.model}; nothing was changed", EXIT_NOT_FOUND)
         refusal = gate_refusal(reg, version, current)
         if refusal and not force:
             fail(f"refusing to promote {version}: {refusal}. Pass --force to promote it anyway (recorded in the "
@@ -288,8 +290,13 @@ def promote(
 def _check_or_roll_back(cfg: SkillgraftConfig, st: ObjectStore, reg: Registry, version: str, *, previous: str | None) -> None:
     from skillgraft import steps
     from skillgraft.registry import PromotionConflict
+    from skillgraft.store import KeyNotFound
 
-    smoke = bool(reg.store.exists(f"models/{reg.model}/versions/{version}/metrics.json"))
+    try:  # a version the gate scored is smoke-tested against those scores; one it never scored (forced) can't be
+        reg.read_attachment(version, "metrics.json")
+        smoke = True
+    except KeyNotFound:
+        smoke = False
     result = steps.post_promotion_check(st, cfg, version, smoke=smoke)
     if result.ok:
         note = "" if smoke else " (no gate scores to compare with: load-back only)"

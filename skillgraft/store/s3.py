@@ -121,6 +121,12 @@ class S3Store:
         """``s3://bucket/optional/prefix``; the endpoint comes from ``SKILLGRAFT_S3_ENDPOINT_URL`` or
         ``AWS_ENDPOINT_URL`` (unset: AWS itself), credentials from the standard AWS chain."""
         parts = urlsplit(url)
+        if "@" in parts.netloc:  # never echo it: the part before '@' is likely a key or a secret
+            raise StoreError(
+                "an S3 store URL must not carry credentials (s3://<user>:<secret>@...); give s3://<bucket>/<prefix> "
+                "and supply credentials through the AWS chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE, "
+                "or an instance role)"
+            )
         if parts.scheme != "s3" or not parts.netloc:
             raise StoreError(f"not an S3 store URL: {url!r}; expected s3://<bucket>/<prefix>")
         endpoint = next((os.environ[v] for v in ENDPOINT_ENV_VARS if os.environ.get(v)), None)
@@ -146,7 +152,9 @@ class S3Store:
             raise StoreUnreachable(
                 f"cannot reach the S3 endpoint {self.endpoint} to {action} in bucket {self.bucket!r} "
                 f"({type(err).__name__}); check SKILLGRAFT_S3_ENDPOINT_URL / AWS_ENDPOINT_URL and that the server is "
-                f"running and reachable from here; nothing was sent"
+                f"running and reachable from here. The operation did not complete (if an earlier retry reached the "
+                f"server before it went away, that write may have landed: skillgraft's writes are write-once or "
+                f"conditional, so retrying is safe)"
             ) from None
         if isinstance(err, (ConnectionClosedError, ReadTimeoutError)):
             raise StoreUnreachable(

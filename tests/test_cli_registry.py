@@ -1,0 +1,312 @@
+"""The registry commands (status, history, promote, rollback, export) through typer's CliRunner, on a store holding
+the demo model with real deltas (see the `demo_registry` fixture): outputs, exit codes, and what they leave behind."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from skillgraft.cli import app
+from skillgraft.cli.registry import EXIT_CHECK_FAILED, EXIT_INVALID, EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_USAGE
+from skillgraft.evaluate import RegressionReport
+from skillgraft.gate import Decision, GatePolicy
+from skillgraft.models import load_model
+from skillgraft.refs import Manifest
+from skillgraft.registry import Registry
+from skillgraft.steps import load_version
+from skillgraft.store.base import ObjectStore
+
+
+class Run:
+    def __init__(self, code: int, out: str, err: str) -> None:
+        self.code = code
+        # rich wraps long lines at 80 columns under CliRunner: compare with whitespace collapsed
+        self.out, self.err = " ".join(out.split()), " ".join(err.split())
+        self.raw_out = out
+
+
+def cli(store_url: str, *args: str, env: dict[str, str] | None = None) -> Run:
+    result = CliRunner().invoke(app, [*args, "--store", store_url], env=env)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return Run(result.exit_code, result.stdout, result.stderr)
+
+
+def add_version(reg: Registry, demo_chain: Any, parent: str, decision: bytes | None, index: int = 1) -> str:
+    manifest = Manifest(model="demo", version="pending", parent=parent, base=demo_chain.base, recipe={"kind": "sa_proj"},
+                        tasks=demo_chain.tasks)  # fmt: skip
+    v = reg.create_version({"delta.safetensors": demo_chain.versions[index].delta}, manifest).version
+    reg.attach(v, "metrics.json", demo_chain.versions[index].metrics)
+    if decision is not None:
+        reg.attach(v, "decision.json", decision)
+    return v
+
+
+def demo_decision(version: str, champion: str, promote: bool = True) -> bytes:
+    reasons = ["ok new task 'first': within limits"] if promote else ["FAIL old task 'first': regressed"]
+    decision = Decision(promote=promote, reasons=reasons, champion=champion, candidate=version, policy=GatePolicy())
+    return decision.model_dump_json().encode()
+
+
+def moves(reg: Registry) -> list[tuple[str, str, str | None]]:
+    return [(e.action, e.version, e.from_version) for e in reg.history()]
+
+
+@pytest.fixture
+def local_url(local_store: ObjectStore) -> str:
+    return str(local_store.root)  # type: ignore[attr-defined]
+
+
+# --- status and history ---------------------------------------------------------------------------------------------
+
+
+def test_status_shows_the_champion_and_flags_incomplete_and_corrupt_versions(
+    local_store: ObjectStore, local_url: str, demo_registry: Callable[..., Registry]
+) -> None:
+    demo_registry(local_store, versions=3, champion="v2")
+    local_store.put_new("models/demo/versions/v4/claim.json", b'{"actor": "run-42", "at": "2026-01-01T00:00:00+00:00"}')
+    key = "models/demo/versions/v3/delta.safetensors"
+    data = local_store.get(key)
+    local_store.delete(key)
+    local_store.put_new(key, data[:-1] + bytes([data[-1] ^ 1]))
+
+    run = cli(local_url, "status")
+    assert run.code == 0, run.err
+    assert "champion: v2 since" in run.out and "by tester@ci" in run.out
+    assert "v4 incomplete: no manifest.json: incomplete (claimed by run-42 at 2026-01-01T00:00:00+00:00" in run.out
+    assert "v3 corrupt: delta.safetensors: sha256" in run.out
+
+    doc = json.loads(cli(local_url, "status", "--json").raw_out)
+    assert doc["champion"]["version"] == "v2" and doc["champion_ok"] is True and doc["verified"] is True
+    assert [(v["version"], v["status"], v["champion"]) for v in doc["versions"]] == [
+        ("v1", "complete", False), ("v2", "complete", True), ("v3", "corrupt", False), ("v4", "incomplete", False),
+    ]  # fmt: skip
+    # Without --verify only missing manifests and files are seen: v3's bytes are not read.
+    quick = json.loads(cli(local_url, "status", "--json", "--no-verify").raw_out)
+    assert [v["status"] for v in quick["versions"]] == ["complete", "complete", "complete", "incomplete"]
+
+
+def test_status_exits_5_when_the_champion_itself_is_corrupt(
+    local_store: ObjectStore, local_url: str, demo_registry: Callable[..., Registry]
+) -> None:
+    demo_registry(local_store, versions=2, champion="v2")
+    local_store.delete("models/demo/versions/v1/delta.safetensors")  # v2 builds on v1: the champion can't load
+    run = cli(local_url, "status")
+    assert run.code == EXIT_INVALID
+    assert "champion v2 is corrupt: parent v1 is corrupt: v2 can't be loaded" in run.err
+    assert "skillgraft rollback" in run.err
+
+
+def test_history_shows_every_move_with_who_when_why(
+    local_store: ObjectStore, local_url: str, demo_registry: Callable[..., Registry]
+) -> None:
+    reg = demo_registry(local_store, versions=3, champion="v2")
+    reg.reject("v3", reason="regressed on first")
+    assert cli(local_url, "rollback", "--reason", "bad outputs in prod").code == 0
+    assert cli(local_url, "promote", "v3", "--force", "--reason", "hotfix", "--no-check").code == 0
+
+    lines = [json.loads(line) for line in cli(local_url, "history", "--json").raw_out.splitlines()]
+    assert [(e["action"], e["version"], e.get("from")) for e in lines] == [
+        ("promote", "v1", None), ("promote", "v2", "v1"), ("reject", "v3", None), ("rollback", "v1", "v2"),
+        ("promote", "v3", "v1"),
+    ]  # fmt: skip
+    assert lines[3]["reason"] == "bad outputs in prod" and lines[4]["forced"] is True
+    assert all(e["actor"] and e["at"] for e in lines)
+    table = cli(local_url, "history")
+    assert table.code == 0 and "(forced)" in table.out and "bad outputs in prod" in table.out
+    assert [json.loads(x)["version"] for x in cli(local_url, "history", "--json", "--limit", "2").raw_out.splitlines()] == ["v1", "v3"]
+
+
+# --- promote --------------------------------------------------------------------------------------------------------
+
+
+def test_promote_through_the_gate_moves_the_champion_and_passes_the_post_promotion_check(
+    store: ObjectStore, store_url: str, demo_registry: Callable[..., Registry]
+) -> None:
+    reg = demo_registry(store, versions=2, champion="v1")  # v2's decision: promote, against v1
+    run = cli(store_url, "promote", "v2", "--reason", "reviewed by alice")
+    assert run.code == 0, run.err
+    assert "champion of demo: v1 → v2" in run.out and "post-promotion check passed: smoke scores match the gate" in run.out
+    assert moves(reg)[-1] == ("promote", "v2", "v1")
+    last = reg.history()[-1]
+    assert last.reason == "reviewed by alice; gate decision: promote" and last.forced is False
+
+
+def test_promote_refuses_what_the_gate_did_not_pass_against_the_current_champion(
+    local_store: ObjectStore, local_url: str, demo_registry: Callable[..., Registry], demo_chain: Any
+) -> None:
+    reg = demo_registry(local_store, versions=3, champion="v1")  # v3 was gated against v2, not v1
+    rejected = add_version(reg, demo_chain, "v1", demo_decision("v4", "v1", promote=False))
+    never_gated = add_version(reg, demo_chain, "v1", None)
+    history = reg.history()
+
+    cases = {
+        "v3": "refusing to promote v3: v3 was gated against v2, but the champion is now v1",
+        rejected: "refusing to promote v4: the gate rejected v4 against v1: old task 'first': regressed",
+        never_gated: "refusing to promote v5: v5 has no stored gate decision (decision.json): it was never gated",
+    }
+    for version, message in cases.items():
+        run = cli(local_url, "promote", version)
+        assert run.code == EXIT_REFUSED, (version, run.err)
+        assert message in run.err and "Pass --force" in run.err and "nothing was changed" in run.err
+    assert reg.champion().version == "v1" and reg.history() == history  # type: ignore[union-attr]
+
+
+def test_forced_promotion_is_recorded_with_the_reason_the_gate_would_have_refused(
+    local_store: ObjectStore, local_url: str, demo_registry: Callable[..., Registry], demo_chain: Any
+) -> None:
+    reg = demo_registry(local_store, versions=1, champion="v1")
+    version = add_version(reg, demo_chain, "v1", None)
+    run = cli(local_url, "promote", version, "--force", "--reason", "hotfix for ticket 7")
+    assert run.code == 0, run.err
+    assert "v1 → v2 (forced)" in run.out and "post-promotion check passed" in run.out
+    last = reg.history()[-1]
+    assert (last.action, last.version, last.forced) == ("promote", "v2", True)
+    assert last.reason == "hotfix for ticket 7; forced past the gate: v2 has no stored gate decision (decision.json): it was never gated"
+    assert reg.champion().forced is True  # type: ignore[union-attr]
+
+
+def test_promote_rolls_back_automatically_when_the_post_promotion_check_fails(
+    local_store: ObjectStore, local_url: str, demo_registry: Callable[..., Registry], demo_chain: Any
+) -> None:
+    reg = demo_registry(local_store, versions=1, champion="v1")
+    manifest = Manifest(model="demo", version="pending", parent="v1", base=demo_chain.base, recipe={"kind": "sa_proj"},
+                        tasks=demo_chain.tasks)  # fmt: skip
+    v2 = reg.create_version({"delta.safetensors": demo_chain.versions[1].delta}, manifest).version
+    report = RegressionReport.model_validate_json(demo_chain.versions[1].metrics)
+    for score in report.candidate_scores.values():
+        score.correct = [1] * len(score.correct)  # gate scores the weights don't reproduce
+    reg.attach(v2, "metrics.json", report.model_dump_json().encode())
+    reg.attach(v2, "decision.json", demo_decision(v2, "v1"))
+
+    run = cli(local_url, "promote", v2)
+    assert run.code == EXIT_CHECK_FAILED, run.err
+    assert "v1 → v2" in run.out
+    assert "post-promotion check of v2 failed: task first: smoke score 0.000 vs 1.000 at the gate" in run.err
+    assert "Rolled back automatically: champion is v1 again" in run.err
+    assert reg.champion().version == "v1"  # type: ignore[union-attr]
+    assert moves(reg)[-2:] == [("promote", "v2", "v1"), ("rollback", "v1", "v2")]
+    assert reg.history()[-1].reason.startswith("automatic rollback: post-promotion check of v2 failed")
+
+
+def test_promote_errors_name_what_is_wrong_and_change_nothing(
+    local_store: ObjectStore, local_url: str, demo_registry: Callable[..., Registry], tmp_path: Path
+) -> None:
+    reg = demo_registry(local_store, versions=2, champion="v1")
+    local_store.put_new("models/demo/versions/v3/claim.json", b"{}")
+    history = reg.history()
+
+    run = cli(local_url, "promote", "v9")
+    assert run.code == EXIT_NOT_FOUND and "demo@v9 does not exist" in run.err
+    run = cli(local_url, "promote", "v3", "--force")
+    assert run.code == EXIT_INVALID and "demo@v3 has no manifest.json: it is incomplete" in run.err
+    run = cli(local_url, "promote", "v1")
+    assert run.code == EXIT_NOT_FOUND and "already the champion" in run.err
+    run = cli(local_url, "promote", "../v1")
+    assert run.code == EXIT_USAGE and "invalid version name" in run.err
+    run = cli(local_url, "promote", "v2", "--model", "nosuch")
+    assert run.code == EXIT_NOT_FOUND and "model 'nosuch' is not registered in" in run.err
+    run = cli(str(tmp_path / "empty-store"), "status")
+    assert run.code == EXIT_NOT_FOUND and "model 'demo' is not registered" in run.err
+    assert reg.champion().version == "v1" and reg.history() == history  # type: ignore[union-attr]
+
+
+# --- rollback -------------------------------------------------------------------------------------------------------
+
+
+def test_rollback_walks_back_the_chain_of_champions_and_errors_clearly(
+    local_store: ObjectStore, local_url: str, demo_registry: Callable[..., Registry]
+) -> None:
+    reg = demo_registry(local_store, versions=4, champion=None)
+    run = cli(local_url, "rollback")
+    assert run.code == EXIT_NOT_FOUND and "model 'demo' has no champion" in run.err
+    for v in ("v1", "v2", "v3"):
+        reg.promote(v, reason="gate passed")
+
+    run = cli(local_url, "rollback")
+    assert run.code == 0 and "champion of demo: v3 → v2" in run.out
+    run = cli(local_url, "rollback", "v4")
+    assert run.code == EXIT_NOT_FOUND and "v4 was never champion" in run.err
+    run = cli(local_url, "rollback", "v8")
+    assert run.code == EXIT_NOT_FOUND and "demo@v8 does not exist" in run.err
+    assert cli(local_url, "rollback").code == 0
+    run = cli(local_url, "rollback")
+    assert run.code == EXIT_NOT_FOUND and "nothing to roll back to" in run.err
+    assert moves(reg)[-2:] == [("rollback", "v2", "v3"), ("rollback", "v1", "v2")]
+
+
+# --- export ---------------------------------------------------------------------------------------------------------
+
+
+def test_export_writes_a_full_model_directory_that_loads_back_bit_exactly(
+    local_store: ObjectStore, local_url: str, demo_registry: Callable[..., Registry], tmp_path: Path
+) -> None:
+    reg = demo_registry(local_store, versions=2, champion="v1")
+    out = tmp_path / "serve" / "demo-v2"
+    run = cli(local_url, "export", "v2", "--out", str(out))
+    assert run.code == 0, run.err
+    exported = load_model(str(out))
+    expected = load_version(reg, "v2").model.state_dict()
+    got = exported.model.state_dict()
+    assert set(got) == set(expected) and all(torch.equal(got[k], expected[k]) for k in expected)
+    assert exported.tokenizer("first : a b").input_ids == load_version(reg, "v2").tokenizer("first : a b").input_ids
+    provenance = json.loads((out / "skillgraft.json").read_text())
+    assert (provenance["model"], provenance["version"], provenance["chain"]) == ("demo", "v2", ["v1", "v2"])
+
+    run = cli(local_url, "export", "v1", "--out", str(out))  # never overwrites
+    assert run.code == EXIT_USAGE and "already exists and is not an empty directory" in run.err
+    champion_out = tmp_path / "champion"
+    assert cli(local_url, "export", "--out", str(champion_out)).code == 0
+    assert json.loads((champion_out / "skillgraft.json").read_text())["version"] == "v1"
+
+
+def test_export_of_a_corrupt_version_fails_and_leaves_no_directory(
+    local_store: ObjectStore, local_url: str, demo_registry: Callable[..., Registry], tmp_path: Path
+) -> None:
+    demo_registry(local_store, versions=2, champion=None)
+    out = tmp_path / "exports" / "demo"
+    run = cli(local_url, "export", "--out", str(out))
+    assert run.code == EXIT_NOT_FOUND and "has no champion" in run.err
+    key = "models/demo/versions/v1/delta.safetensors"
+    data = local_store.get(key)
+    local_store.delete(key)
+    local_store.put_new(key, data + b"\0")
+    run = cli(local_url, "export", "v2", "--out", str(out))
+    assert run.code == EXIT_INVALID and "sha256" in run.err
+    assert not out.exists() and (not out.parent.exists() or list(out.parent.iterdir()) == [])
+
+
+# --- S3 and credentials ---------------------------------------------------------------------------------------------
+
+
+def test_commands_on_s3_never_print_credentials(
+    s3_store: ObjectStore, s3_endpoint: str, demo_registry: Callable[..., Registry], monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    demo_registry(s3_store, versions=2, champion="v1")
+    key_id, secret = "AKIASKILLGRAFTTESTKEY", "sg-secret-value-never-printed"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    monkeypatch.setenv("SKILLGRAFT_S3_ENDPOINT_URL", s3_endpoint)
+    url = s3_store.url
+    runs = [
+        cli(url, "status"),
+        cli(url, "status", "--json"),
+        cli(url, "promote", "v2", "--no-check"),
+        cli(url, "history"),
+        cli(url, "rollback"),
+        cli(url, "promote", "v7"),
+        cli(url.replace("s3://", f"s3://{key_id}:{secret}@"), "status"),
+        cli(url, "status", env={"SKILLGRAFT_S3_ENDPOINT_URL": s3_endpoint.replace("http://", f"http://{key_id}:{secret}@")}),
+    ]  # fmt: skip
+    assert [r.code for r in runs] == [0, 0, 0, 0, 0, EXIT_NOT_FOUND, EXIT_NOT_FOUND, 0]
+    assert f"in {url} (endpoint {s3_endpoint})" in runs[0].out
+    assert "must not carry credentials" in runs[6].err
+    for run in runs:
+        assert key_id not in run.out + run.err and secret not in run.out + run.err
