@@ -10,7 +10,7 @@ the counting task of Zhu et al. (arXiv 2510.08564) where full fine-tuning biases
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from skillgraft.data import Example, TaskSpec
@@ -85,17 +85,25 @@ def next_task(known: list[str], batches: dict[str, int]) -> tuple[str, int]:
     return task, batches.get(task, 0)
 
 
+def known_prompts(intake, task: str) -> set[str]:
+    """Every prompt of ``task`` already accepted into the store (train and eval splits)."""
+    return {ex.prompt for b in intake.batches(task) for split in ("train", "eval") for ex in intake.load_split(b, split)}
+
+
 def write_jsonl(path: Path, examples: list[Example]) -> Path:
     path.write_text("".join(ex.model_dump_json(exclude_none=True) + "\n" for ex in examples))
     return path
 
 
-def generate(task: str, n: int, seed: int) -> list[Example]:
-    """``n`` distinct examples of a demo task (deterministic for a seed)."""
+def generate(task: str, n: int, seed: int, exclude: Collection[str] = ()) -> list[Example]:
+    """Up to ``n`` distinct examples of a demo task (deterministic for a seed), none with a prompt in ``exclude``.
+
+    Pass the prompts a store already holds for the task so a new batch never leaks into an existing eval split.
+    """
     if task not in GENERATORS:
         raise ValueError(f"unknown demo task {task!r}; demo tasks: {sorted(GENERATORS)}")
     rng = random.Random(f"{task}:{seed}")
-    seen: set[str] = set()
+    seen: set[str] = set(exclude)
     out: list[Example] = []
     for _ in range(n * 50):
         ex = GENERATORS[task](rng)

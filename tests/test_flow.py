@@ -43,7 +43,8 @@ def land(store: LocalStore, tmp: Path, task: str, rows: int, seed: int = 0) -> N
     intake = Intake(store)
     for spec in demo.SPECS.values():
         intake.register_task(spec)
-    intake.submit(task, demo.write_jsonl(tmp / f"{task}-{seed}.jsonl", demo.generate(task, rows, seed=seed)))
+    examples = demo.generate(task, rows, seed=seed, exclude=demo.known_prompts(intake, task))
+    intake.submit(task, demo.write_jsonl(tmp / f"{task}-{seed}.jsonl", examples))
 
 
 def artifacts_of(flow_run_id) -> dict[str, object]:

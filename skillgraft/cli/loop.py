@@ -48,7 +48,7 @@ def demo(
     task, seed = d.next_task(known, {t: len(intake.batches(t)) for t in d.NEW_TASKS})
     console.rule(f"retrain: teaching '{task}' to champion {pointer.version} with recipe {cfg.recipe.kind}")
     with tempfile.TemporaryDirectory() as tmp:
-        intake.submit(task, d.write_jsonl(Path(tmp) / f"{task}-{seed}.jsonl", d.generate(task, d.NEW_ROWS, seed=seed)))
+        intake.submit(task, d.write_jsonl(Path(tmp) / f"{task}-{seed}.jsonl", d.generate(task, d.NEW_ROWS, seed=seed, exclude=d.known_prompts(intake, task))))
         outcome = retrain(model=cfg.model, task=task, store=cfg.store, recipe=recipe, config=str(config) if config else None)
     print_outcome(outcome)
     console.print(f"store: {st.url}   next: `skillgraft history --store {cfg.store}`, `skillgraft rollback`")
