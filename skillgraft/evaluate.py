@@ -1,13 +1,13 @@
 """The regression suite: champion and candidate scored on every task the model knows plus the new ones.
 
-Predictions come from greedy decoding; scores come from `evaluate` metric modules shipped with skillgraft (offline).
-Alongside the scores, the output-bias probe of Zhu et al. (arXiv 2510.08564): the probability mass a model puts on
-number tokens per greedy step on old-task prompts, which rises when a numeric new task leaks into everything.
+Predictions come from greedy decoding; scores come from `evaluate` metric modules shipped with skillgraft (offline);
+each task keeps its per-example matches (``TaskScore.correct``) so the gate can compare champion and candidate example
+by example. Alongside the scores, the output-drift probes of :mod:`skillgraft.probe` on old-task prompts: number-token
+mass (Zhu et al., arXiv 2510.08564), mass on the new tasks' answer tokens, and KL(champion ‖ candidate).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -16,14 +16,29 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, Field
 
+from skillgraft.probe import (
+    BiasProbe,
+    answer_token_ids,
+    measure,
+    number_mass,
+    number_token_ids,
+)
+
+__all__ = [
+    "BiasProbe",
+    "EvalTask",
+    "RegressionReport",
+    "SuiteRow",
+    "TaskScore",
+    "load_metric",
+    "number_mass",
+    "number_token_ids",
+    "predict",
+    "run_suite",
+    "score_task",
+]
+
 _METRICS = Path(__file__).parent / "metrics"
-_NUMBER_WORDS = {
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
-    "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty", "thirty", "forty",
-    "fifty", "sixty", "seventy", "eighty", "ninety", "hundred", "thousand", "million", "first", "second", "third",
-    "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth",
-}  # fmt: skip
-_NUMBERISH = re.compile(r"^\d+([.,]\d+)?(st|nd|rd|th)?$")
 
 
 @cache
@@ -75,18 +90,6 @@ class SuiteRow(BaseModel):
         return self.candidate - self.champion
 
 
-class BiasProbe(BaseModel):
-    """Mean probability mass on number tokens per greedy step, on old-task prompts."""
-
-    prompts: int
-    champion: float
-    candidate: float
-
-    @property
-    def delta(self) -> float:
-        return self.candidate - self.champion
-
-
 class RegressionReport(BaseModel):
     champion: str = Field(description="what the candidate was compared with (a version id, or 'base')")
     candidate: str
@@ -111,11 +114,18 @@ class RegressionReport(BaseModel):
                 f"| {r.task} | {'new' if r.new else 'old'} | {r.n} | {r.champion:.3f} | {r.candidate:.3f} | "
                 f"{r.delta:+.3f} |"
             )
-        if self.probe is not None:
+        if (p := self.probe) is not None:
+            lines.append(f"\nDrift probes on {p.prompts} old-task prompts ({p.steps} greedy steps each):\n")
             lines.append(
-                f"\nNumber-token mass on old-task prompts (bias probe, {self.probe.prompts} prompts): "
-                f"champion {self.probe.champion:.4f}, candidate {self.probe.candidate:.4f} ({self.probe.delta:+.4f})"
+                f"- number-token mass: champion {p.champion:.4f}, candidate {p.candidate:.4f} ({p.delta:+.4f})"
             )
+            if p.answer_delta is not None:
+                lines.append(
+                    f"- mass on the new tasks' {p.answer_tokens} answer tokens: champion {p.answer_champion:.4f}, "
+                    f"candidate {p.answer_candidate:.4f} ({p.answer_delta:+.4f})"
+                )
+            if p.kl is not None:
+                lines.append(f"- mean KL(champion ‖ candidate) per step: {p.kl:.4f} nats")
         return "\n".join(lines)
 
 
@@ -160,50 +170,14 @@ def score_task(model, tokenizer, task: EvalTask, batch_size: int = 64) -> TaskSc
     )  # fmt: skip
 
 
-def number_token_ids(tokenizer) -> list[int]:
-    """Vocabulary entries that read as numbers: digits, ordinals (1st, 2nd), number words (one, third...)."""
-    ids = []
-    for token, idx in tokenizer.get_vocab().items():
-        text = tokenizer.convert_tokens_to_string([token]).strip().lower()
-        if text and (_NUMBERISH.match(text) or text in _NUMBER_WORDS):
-            ids.append(idx)
-    return sorted(ids)
-
-
-@torch.no_grad()
-def number_mass(model, tokenizer, prompts: Sequence[str], steps: int = 4, batch_size: int = 64) -> float:
-    """Mean probability on number tokens per greedy decoding step (the paper's output-bias probe)."""
-    ids = number_token_ids(tokenizer)
-    if not ids or not prompts:
-        return 0.0
-    device = _device_of(model)
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    total, count = 0.0, 0
-    try:
-        for i in range(0, len(prompts), batch_size):
-            enc = tokenizer(list(prompts[i : i + batch_size]), return_tensors="pt", padding=True).to(device)
-            gen = model.generate(
-                **enc, max_new_tokens=steps, do_sample=False, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
-                output_scores=True, return_dict_in_generate=True,
-            )  # fmt: skip
-            alive = torch.ones(enc["input_ids"].shape[0], dtype=torch.bool, device=device)
-            for step_scores, chosen in zip(gen.scores, gen.sequences[:, enc["input_ids"].shape[1] :].T):
-                probs = torch.softmax(step_scores.float(), dim=-1)[:, ids].sum(-1)
-                total += float(probs[alive].sum())
-                count += int(alive.sum())
-                alive &= chosen != tokenizer.eos_token_id
-    finally:
-        tokenizer.padding_side = side
-    return total / count if count else 0.0
-
-
 def run_suite(
     champion, candidate, tokenizer, tasks: Sequence[EvalTask], *, champion_label: str, candidate_label: str,
-    probe_prompts: int = 64, batch_size: int = 64,
+    probe_prompts: int = 64, probe_steps: int = 4, batch_size: int = 64,
 ) -> RegressionReport:  # fmt: skip
-    """Score champion and candidate on every task; probe number-token mass on old-task prompts."""
+    """Score champion and candidate on every task; probe drift on up to ``probe_prompts`` prompts of each old task.
+
+    The answer-token probe uses the token ids of the new tasks' answers (those of their eval examples).
+    """
     rows: list[SuiteRow] = []
     champ_scores: dict[str, TaskScore] = {}
     cand_scores: dict[str, TaskScore] = {}
@@ -213,13 +187,13 @@ def run_suite(
         champ_scores[task.name], cand_scores[task.name] = a, b
         rows.append(SuiteRow(task=task.name, new=task.new, metric=task.metric, n=a.n, champion=a.score, candidate=b.score))
     old_prompts = [ex.prompt for t in tasks if not t.new for ex in list(t.examples)[:probe_prompts]]
+    answers = [ex.answer for t in tasks if t.new for ex in t.examples]
     probe = None
     if old_prompts:
-        probe = BiasProbe(
-            prompts=len(old_prompts),
-            champion=number_mass(champion, tokenizer, old_prompts, batch_size=batch_size),
-            candidate=number_mass(candidate, tokenizer, old_prompts, batch_size=batch_size),
-        )
+        probe = measure(
+            champion, candidate, tokenizer, old_prompts, answer_ids=answer_token_ids(tokenizer, answers),
+            steps=probe_steps, batch_size=batch_size,
+        )  # fmt: skip
     return RegressionReport(
         champion=champion_label, candidate=candidate_label, rows=rows, probe=probe,
         champion_scores=champ_scores, candidate_scores=cand_scores,

@@ -2,23 +2,59 @@
 
 Fail-closed: with no regression limit configured nothing is promoted, and a candidate not scored on every task the
 champion knows is rejected.
+
+Checks, each a reason line (``ok ...``, ``FAIL ...``, or ``warn ...`` which informs and never decides):
+
+* every new task gains at least ``min_gain``;
+* no old task drops by more than ``max_drop`` — with ``significance`` on, a drop counts only when it is also unlikely
+  to be noise, judged per example on the paired results of champion and candidate (``TaskScore.correct``);
+* drift probes on old-task prompts (:mod:`skillgraft.probe`), each off unless its limit is set: rise of number-token
+  mass (``max_bias_increase``), rise of mass on the new tasks' answer tokens (``max_answer_mass_increase``), mean
+  KL(champion ‖ candidate) (``max_kl``);
+* a warning per old task whose eval split is too small to tell a drop of ``max_drop`` from noise.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
-from skillgraft.evaluate import RegressionReport
+from skillgraft.evaluate import RegressionReport, SuiteRow, TaskScore
 
 
 class GatePolicy(BaseModel):
-    """When a candidate may replace the champion. Scores are metric values in [0, 1]; 0.05 means 5 points."""
+    """When a candidate may replace the champion. Scores are metric values in [0, 1]; 0.05 means 5 points.
+
+    ``significance`` (default ``"off"``, the strictest): every observed drop over ``max_drop`` rejects, so on a small
+    eval split a few unlucky examples can reject a good candidate. ``"mcnemar"``: a drop over ``max_drop`` rejects
+    only when the exact one-sided McNemar test on the discordant pairs (examples the champion got right and the
+    candidate wrong, against the reverse) gives p < ``alpha``. ``"bootstrap"``: the same rule with a paired bootstrap
+    p-value (share of ``bootstrap_samples`` resamples of the examples in which the candidate is not worse; the
+    percentile interval of the drop at level 1 − ``alpha`` is reported; with few discordant pairs it is less
+conservative than the exact test, so prefer ``"mcnemar"`` for small splits). Both compare exact matches per example; a task
+    without paired per-example results is judged on its scores alone, as with ``"off"`` (fail-closed).
+    """
 
     min_gain: float | None = Field(0.05, ge=0, description="each new task must improve by at least this much")
     max_drop: float | None = Field(0.05, ge=0, description="no old task may drop by more than this; None refuses all")
     max_bias_increase: float | None = Field(
         None, ge=0, description="largest allowed rise of number-token mass on old prompts (bias probe); None: off"
     )
+    max_answer_mass_increase: float | None = Field(
+        None, ge=0, description="largest allowed rise of mass on the new tasks' answer tokens on old prompts; None: off"
+    )
+    max_kl: float | None = Field(
+        None, ge=0, description="largest allowed mean KL(champion ‖ candidate) per step on old prompts, nats; None: off"
+    )
+    significance: Literal["off", "mcnemar", "bootstrap"] = Field(
+        "off", description="off: every drop over max_drop counts; else only drops unlikely to be noise (p < alpha)"
+    )
+    alpha: float = Field(0.05, gt=0, lt=1, description="significance level of the paired test (and of the warning)")
+    bootstrap_samples: int = Field(2000, ge=100, description="resamples for significance: bootstrap")
+    bootstrap_seed: int = Field(0, description="seed of the bootstrap resampling (the decision stays repeatable)")
 
 
 class Decision(BaseModel):
@@ -39,20 +75,114 @@ class Decision(BaseModel):
             return "; ".join(failed)
         if not self.promote:
             return "; ".join(self.reasons)
-        return f"all {len(self.reasons)} checks passed"
+        checks = [r for r in self.reasons if not r.startswith("warn ")]
+        warned = len(self.reasons) - len(checks)
+        return f"all {len(checks)} checks passed" + (f" ({warned} warnings)" if warned else "")
 
     def markdown(self) -> str:
         head = f"**{self.verdict.upper()}** candidate `{self.candidate}` against champion `{self.champion}`"
         return head + "\n\n" + "\n".join(f"- {r}" for r in self.reasons)
 
 
+# --- paired comparison of champion and candidate ---------------------------------------------------------------------
+
+
+class Paired(BaseModel):
+    """Champion and candidate on the same examples: losses (champion right, candidate wrong), wins (the reverse)."""
+
+    n: int
+    losses: int
+    wins: int
+    p_value: float
+    method: Literal["mcnemar", "bootstrap"]
+    interval: tuple[float, float] | None = Field(None, description="bootstrap percentile interval of the drop")
+
+    def describe(self) -> str:
+        text = f"{self.losses} lost / {self.wins} gained of {self.n}, {self.method} p={self.p_value:.3g}"
+        if self.interval is not None:
+            text += f", drop in [{self.interval[0]:+.3f}, {self.interval[1]:+.3f}]"
+        return text
+
+
+def mcnemar_p(losses: int, wins: int) -> float:
+    """Exact one-sided McNemar p-value that the candidate is worse: P(X ≥ losses), X ~ Binomial(losses + wins, ½)."""
+    if losses + wins == 0:
+        return 1.0
+    from scipy.stats import binomtest
+
+    return float(binomtest(losses, losses + wins, 0.5, alternative="greater").pvalue)
+
+
+def bootstrap_drop(
+    champion: Sequence[int], candidate: Sequence[int], *, samples: int, seed: int, alpha: float
+) -> tuple[float, tuple[float, float]]:
+    """Paired bootstrap of the drop (champion − candidate accuracy): ``(p, interval)`` where ``p`` is the share of
+    resamples in which the candidate is not worse, and ``interval`` the percentile interval at level 1 − ``alpha``."""
+    import numpy as np
+
+    diff = np.asarray(champion, dtype=np.int8) - np.asarray(candidate, dtype=np.int8)
+    rng = np.random.default_rng(seed)
+    drops = np.empty(samples)
+    chunk = max(1, 4_000_000 // max(1, len(diff)))
+    for start in range(0, samples, chunk):
+        stop = min(samples, start + chunk)
+        idx = rng.integers(0, len(diff), size=(stop - start, len(diff)))
+        drops[start:stop] = diff[idx].mean(axis=1)
+    p = float((drops <= 0).mean())
+    lo, hi = np.quantile(drops, [alpha / 2, 1 - alpha / 2])
+    return p, (float(lo), float(hi))
+
+
+def paired(champion: TaskScore, candidate: TaskScore, policy: GatePolicy) -> Paired | None:
+    """The paired comparison of one task under ``policy.significance``; None when it is off or the per-example
+    results don't pair up (missing, or of different lengths)."""
+    a, b = champion.correct, candidate.correct
+    if policy.significance == "off" or not a or len(a) != len(b):
+        return None
+    losses = sum(1 for x, y in zip(a, b) if x and not y)
+    wins = sum(1 for x, y in zip(a, b) if y and not x)
+    if policy.significance == "mcnemar":
+        return Paired(n=len(a), losses=losses, wins=wins, p_value=mcnemar_p(losses, wins), method="mcnemar")
+    p, interval = bootstrap_drop(a, b, samples=policy.bootstrap_samples, seed=policy.bootstrap_seed, alpha=policy.alpha)
+    return Paired(n=len(a), losses=losses, wins=wins, p_value=p, method="bootstrap", interval=interval)
+
+
+def smallest_detectable_losses(alpha: float) -> int:
+    """The fewest lost examples (with none gained) that the one-sided McNemar test calls significant at ``alpha``:
+    the smallest k with ½ᵏ ≤ alpha (5 at 0.05)."""
+    return max(1, math.ceil(math.log2(1 / alpha) - 1e-12))
+
+
+def split_warning(row: SuiteRow, n: int, policy: GatePolicy) -> str | None:
+    """A warning when ``n`` paired examples are too few to tell a drop of ``max_drop`` from noise at ``alpha``."""
+    if not policy.max_drop or n <= 0:
+        return None
+    k = smallest_detectable_losses(policy.alpha)
+    if k / n <= policy.max_drop:
+        return None
+    need = math.ceil(k / policy.max_drop)
+    effect = (
+        "reject on what may be noise" if policy.significance == "off" else "pass as noise even when real"
+    )
+    return (
+        f"old task '{row.task}': eval split of {n} examples is too small for max_drop {policy.max_drop:.3f}: a paired "
+        f"test needs ≥ {k} lost examples ({k / n:.3f}) to tell a drop from noise at alpha {policy.alpha:g}, so drops "
+        f"between {policy.max_drop:.3f} and {k / n:.3f} {effect}; use ≥ {need} eval examples or a larger max_drop"
+    )
+
+
+# --- the decision ----------------------------------------------------------------------------------------------------
+
+
 def decide(report: RegressionReport, policy: GatePolicy, *, required_tasks: list[str] | None = None) -> Decision:
-    """Promote when every new task gains ≥ ``min_gain`` and no old task drops by more than ``max_drop``.
+    """Promote when every new task gains ≥ ``min_gain``, no old task drops by more than ``max_drop`` (and, with
+    ``significance`` on, significantly), and every drift probe with a limit stays within it.
 
     ``required_tasks``: every task the champion knows; a candidate missing any of them is rejected.
     """
     ok: list[str] = []
     bad: list[str] = []
+    warn: list[str] = []
 
     def done(promote: bool, reasons: list[str]) -> Decision:
         return Decision(
@@ -74,18 +204,62 @@ def decide(report: RegressionReport, policy: GatePolicy, *, required_tasks: list
     for r in report.rows:
         if r.new:
             continue
-        line = f"old task '{r.task}': {r.champion:.3f} → {r.candidate:.3f} ({r.delta:+.3f}, limit −{policy.max_drop:.3f})"
-        (bad if -r.delta > policy.max_drop + 1e-12 else ok).append(line)
-    if policy.max_bias_increase is not None:
-        if report.probe is None:
-            bad.append("bias limit set but no old-task prompts to probe")
-        else:
-            p = report.probe
-            line = (
-                f"number-token mass on old prompts: {p.champion:.4f} → {p.candidate:.4f} ({p.delta:+.4f}, "
-                f"limit +{policy.max_bias_increase:.4f})"
-            )
-            (bad if p.delta > policy.max_bias_increase + 1e-12 else ok).append(line)
+        _old_task(r, report, policy, ok, bad, warn)
+    _probes(report, policy, ok, bad)
+    warnings = [f"warn {line}" for line in warn]
     if bad:
-        return done(False, [f"FAIL {line}" for line in bad] + [f"ok {line}" for line in ok])
-    return done(True, [f"ok {line}" for line in ok])
+        return done(False, [f"FAIL {line}" for line in bad] + [f"ok {line}" for line in ok] + warnings)
+    return done(True, [f"ok {line}" for line in ok] + warnings)
+
+
+def _old_task(r: SuiteRow, report: RegressionReport, policy: GatePolicy, ok: list[str], bad: list[str],
+              warn: list[str]) -> None:  # fmt: skip
+    assert policy.max_drop is not None
+    line = f"old task '{r.task}': {r.champion:.3f} → {r.candidate:.3f} ({r.delta:+.3f}, limit −{policy.max_drop:.3f})"
+    over = -r.delta > policy.max_drop + 1e-12
+    a, b = report.champion_scores.get(r.task), report.candidate_scores.get(r.task)
+    pair = paired(a, b, policy) if a is not None and b is not None else None
+    if policy.significance != "off" and pair is None:
+        line += "; no paired per-example results, judged on the scores alone"
+    if pair is not None:
+        noise = pair.p_value >= policy.alpha
+        line += f"; {pair.describe()}"
+        if over and noise:
+            line += f" ≥ alpha {policy.alpha:g}: not told from noise"
+        over = over and not noise
+    (bad if over else ok).append(line)
+    n = pair.n if pair is not None else (len(a.correct) if a is not None and a.correct else r.n)
+    if (w := split_warning(r, n, policy)) is not None:
+        warn.append(w)
+
+
+def _probes(report: RegressionReport, policy: GatePolicy, ok: list[str], bad: list[str]) -> None:
+    p = report.probe
+    limits = [
+        ("number-token mass on old prompts", policy.max_bias_increase, "rise"),
+        ("mass on the new tasks' answer tokens on old prompts", policy.max_answer_mass_increase, "rise"),
+        ("mean KL(champion ‖ candidate) on old prompts", policy.max_kl, "kl"),
+    ]
+    for i, (what, limit, kind) in enumerate(limits):
+        if limit is None:
+            continue
+        if p is None:
+            if not any(not r.new for r in report.rows):  # a first training (bootstrap): nothing to drift from
+                ok.append(f"{what}: no old tasks, nothing to drift from")
+            else:
+                bad.append(f"{what}: limit set but no old-task prompts to probe")
+            continue
+        if kind == "kl":
+            if p.kl is None:
+                bad.append(f"{what}: limit set but the report has no KL probe")
+                continue
+            line = f"{what}: {p.kl:.4f} nats (limit {limit:.4f})"
+            (bad if p.kl > limit + 1e-12 else ok).append(line)
+            continue
+        before, after = (p.champion, p.candidate) if i == 0 else (p.answer_champion, p.answer_candidate)
+        if before is None or after is None:
+            bad.append(f"{what}: limit set but the report has no answer-token probe (no new-task answers)")
+            continue
+        rise = after - before
+        line = f"{what}: {before:.4f} → {after:.4f} ({rise:+.4f}, limit +{limit:.4f})"
+        (bad if rise > limit + 1e-12 else ok).append(line)

@@ -52,6 +52,31 @@ class FileEntry(BaseModel):
     size: int
 
 
+class DriftPoint(BaseModel):
+    """One check of the drift watch: the probes of the model being trained against its starting point."""
+
+    step: int = Field(description="optimizer steps done when checked (0: the starting model)")
+    drift: float = Field(description="the watched value: KL, or the rise of a token mass over the start")
+    kl: float = Field(description="mean KL(start ‖ model) per greedy step of the start, nats")
+    number_mass: float
+    answer_mass: float | None = None
+    new_loss: float = Field(description="answer-token loss on the watch's new-task examples (lower: learned more)")
+    within_budget: bool
+
+
+class DriftCurve(BaseModel):
+    """The drift watch of one fine-tune: its budget, every check, where it stopped and which checkpoint was kept."""
+
+    metric: Literal["kl", "number_mass", "answer_mass"]
+    budget: float
+    every: int
+    prompts: int
+    points: list[DriftPoint] = Field(default_factory=list)
+    stopped_at: int | None = Field(None, description="step at which the watch stopped training; None: ran to the end")
+    kept_step: int = Field(description="the checkpoint returned: lowest new-task loss among checks within budget")
+    reason: str = ""
+
+
 class TrainingRecord(BaseModel):
     """What the fine-tune did: enough to reproduce it and to review it."""
 
@@ -66,6 +91,7 @@ class TrainingRecord(BaseModel):
     total_parameters: int
     trained_tensors: list[str] = Field(default_factory=list)
     losses: list[float] = Field(default_factory=list)
+    drift: DriftCurve | None = Field(None, description="the drift watch's curve, when one ran")
 
 
 class Manifest(BaseModel):

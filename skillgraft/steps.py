@@ -158,7 +158,9 @@ def train_candidate(store: ObjectStore, cfg: SkillgraftConfig, batches: list[Bat
     mix = mix_replay(train, old, 0.0 if bootstrap else cfg.replay, tcfg.seed)
     log.info("training %s on %d examples (%d new, %d replayed) with recipe %s", cfg.model, len(mix), len(train),
              len(mix) - len(train), recipe.kind)  # fmt: skip
-    tuned = fine_tune(loaded.model, loaded.tokenizer, mix, recipe, tcfg)
+    watch = tcfg.drift_watch  # drift watch: probe on old-task prompts spread over every old task
+    probe = [ex.prompt for ex in old[:: max(1, len(old) // watch.prompts)]] if watch is not None else []
+    tuned = fine_tune(loaded.model, loaded.tokenizer, mix, recipe, tcfg, probe_prompts=probe, new_examples=train)
     log.info("%s", tuned.selection.summary())
     delta = extract_delta(parent_state, tuned.model.state_dict())
     info = reg.info()
@@ -248,24 +250,40 @@ class CheckResult(BaseModel):
     scores: dict[str, float]
 
 
-def post_promotion_check(store: ObjectStore, cfg: SkillgraftConfig, version: str) -> CheckResult:
-    """Load the champion back from the store (checksums verified) and re-score a few examples of every task.
+def post_promotion_check(store: ObjectStore, cfg: SkillgraftConfig, version: str, *, smoke: bool = True) -> CheckResult:
+    """Load the champion back from the store (every file of its chain checked against its manifest's sha256, the base
+    against its recorded hash) and re-score a few examples of every task it knows.
 
-    Fails when the version can't be loaded, or a task's smoke score falls more than ``suite.smoke_tolerance`` below
-    what the gate saw on the same examples.
+    Fails closed: when the version can't be loaded back, when it has no gate scores to compare with (metrics.json),
+    when the smoke suite can't run, or when a task's smoke score falls more than ``suite.smoke_tolerance`` below what
+    the gate saw on the same examples. ``smoke=False`` (a forced manual promotion of a version the gate never scored)
+    stops after the load-back.
     """
+    from skillgraft.store import KeyNotFound
+
     reg = Registry(store, cfg.model)
     try:
         loaded = load_version(reg, version)
-        metrics = RegressionReport.model_validate_json(reg.read_attachment(version, "metrics.json"))
     except Exception as e:  # noqa: BLE001 - any failure to load the champion back is exactly what this check catches
-        return CheckResult(ok=False, version=version, reasons=[f"champion {version} could not be loaded back: {e}"], scores={})
+        return CheckResult(ok=False, version=version, reasons=[f"champion {version} could not be loaded back from {store.url}: {e}"], scores={})  # fmt: skip
+    if not smoke:
+        return CheckResult(ok=True, version=version, scores={},
+                           reasons=["loaded back from the store, checksums verified; smoke evaluation skipped"])  # fmt: skip
+    try:
+        metrics = RegressionReport.model_validate_json(reg.read_attachment(version, "metrics.json"))
+    except KeyNotFound:
+        return CheckResult(ok=False, version=version, scores={},
+                           reasons=[f"{version} has no gate scores (metrics.json) to compare the smoke evaluation with"])  # fmt: skip
     k = cfg.suite.smoke_examples
-    tasks = suite_tasks(store, reg.manifest(version).tasks, [], k)
     reasons: list[str] = []
     scores: dict[str, float] = {}
+    try:
+        tasks = suite_tasks(store, reg.manifest(version).tasks, [], k)
+        got_scores = {task.name: score_task(loaded.model, loaded.tokenizer, task, cfg.suite.eval_batch_size) for task in tasks}
+    except Exception as e:  # noqa: BLE001 - a smoke suite that can't run is a failed check (fail closed)
+        return CheckResult(ok=False, version=version, reasons=[f"smoke evaluation of {version} could not run: {e}"], scores={})  # fmt: skip
     for task in tasks:
-        got = score_task(loaded.model, loaded.tokenizer, task, cfg.suite.eval_batch_size)
+        got = got_scores[task.name]
         scores[task.name] = got.score
         seen = metrics.candidate_scores.get(task.name)
         if seen is None:
@@ -328,15 +346,42 @@ def version_location(store: ObjectStore, model: str, version: str) -> str:
 
 
 def export(store: ObjectStore, model: str, version: str | None, out: Path) -> Path:
-    """Write a full Hugging Face model directory (base + deltas, safetensors) for serving."""
+    """Write a full Hugging Face model directory (base + delta chain, safetensors) for serving, plus
+    ``skillgraft.json`` naming the model, version, chain and base it was built from.
+
+    ``version`` None: the champion. Every file is checked against its manifest while loading. The directory appears
+    whole or not at all: it is written beside ``out`` and renamed into place. Raises :class:`ModelNotFound`,
+    :class:`NoChampion`, :class:`VersionNotValid` (missing, incomplete, corrupt), or :class:`FileExistsError` when
+    ``out`` exists and is not an empty directory — each before anything is written.
+    """
+    import shutil
+    import tempfile
+
     from skillgraft.models import save_pretrained_dir
+    from skillgraft.registry import ModelNotFound
 
     reg = Registry(store, model)
+    info = reg.info()
+    if info is None:
+        raise ModelNotFound(f"model {model!r} is not registered in {store.url}; nothing was exported")
     if version is None:
-        pointer = reg.champion()
-        if pointer is None:
-            raise LookupError(f"model {model!r} has no champion to export")
-        version = pointer.version
+        version = reg.require_champion().version
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{out} already exists and is not an empty directory: export into a new directory")
+    versions = chain(reg, version)  # VersionNotFound / VersionNotValid before any heavy work
     loaded = load_version(reg, version)
-    save_pretrained_dir(loaded.model, loaded.tokenizer, out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        save_pretrained_dir(loaded.model, loaded.tokenizer, tmp)
+        provenance = {"model": model, "version": version, "chain": versions, "base": info.base.model_dump(mode="json"),
+                      "store": store.url}  # fmt: skip
+        (tmp / "skillgraft.json").write_text(json.dumps(provenance, indent=2) + "\n")
+        if out.exists():
+            out.rmdir()  # empty (checked above); rename needs the name free
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return out

@@ -2,6 +2,11 @@
 
 Loss is on answer tokens only (prompt tokens are masked). CUDA with bf16 autocast when a GPU is present, CPU otherwise.
 Seeded; the loss curve is kept in the :class:`~skillgraft.refs.TrainingRecord` stored with the version.
+
+Drift watch (``TrainConfig.drift_watch``): every N steps the drift probes of :mod:`skillgraft.probe` compare the model
+being trained with its starting point on a few old-task prompts. When drift goes over its budget training stops, and
+the checkpoint that learned the most while within budget (lowest new-task loss) is the one returned; the curve is kept
+in the record. Examples may carry model inputs beside the text (:class:`MultimodalExample`: an image for a VLM).
 """
 
 from __future__ import annotations
@@ -9,15 +14,45 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 from pydantic import BaseModel, Field, model_validator
 
+from skillgraft.probe import (
+    Reference,
+    answer_token_ids,
+    greedy_mass,
+    mean_kl,
+    number_token_ids,
+    reference,
+)
 from skillgraft.recipes import Recipe, Selection, apply_recipe, count_parameters, finish
-from skillgraft.refs import TrainingRecord
+from skillgraft.refs import DriftCurve, DriftPoint, TrainingRecord
+
+
+class DriftWatch(BaseModel):
+    """Stop a fine-tune whose outputs drift too far from where it started, keeping the best checkpoint within budget.
+
+    Every ``every`` steps the model is probed on up to ``prompts`` old-task prompts (given to :func:`fine_tune` as
+    ``probe_prompts``) against the starting model: ``kl`` is the mean KL(start ‖ model) per greedy step, in nats;
+    ``number_mass`` / ``answer_mass`` are the *rise* of the probability mass on number tokens / on the new task's
+    answer tokens over the start (see :mod:`skillgraft.probe`). After ``patience`` checks in a row over ``budget``,
+    training stops. The model returned is the checkpoint with the lowest answer-token loss on the new-task examples
+    among the checks within budget (the starting model counts as one, so a run that drifts at once returns the
+    start unchanged — and then fails the gate's ``min_gain``, which is the point). Costs: a greedy decoding and one
+    forward pass of the probe prompts per check, and one copy of the trainable parameters.
+    """
+
+    budget: float = Field(gt=0, description="largest allowed drift (nats for kl, probability for the masses)")
+    metric: Literal["kl", "number_mass", "answer_mass"] = Field("kl", description="what the budget applies to")
+    every: int = Field(10, ge=1, description="check every N optimizer steps (and once at the end)")
+    prompts: int = Field(32, ge=1, description="probe prompts used (the first N given)")
+    probe_steps: int = Field(4, ge=1, description="greedy steps probed per prompt")
+    patience: int = Field(1, ge=1, description="checks over budget in a row before stopping")
+    examples: int = Field(64, ge=1, description="new-task examples the checkpoint's loss is measured on")
 
 
 class TrainConfig(BaseModel):
@@ -36,6 +71,7 @@ class TrainConfig(BaseModel):
     bf16: bool | None = Field(None, description="bf16 autocast; None: on when CUDA supports it")
     log_every: int = Field(10, ge=1, description="keep the loss every N steps")
     progress: bool = True
+    drift_watch: DriftWatch | None = Field(None, description="stop early on output drift; None: off")
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
@@ -48,10 +84,29 @@ class TrainingError(RuntimeError):
     """The fine-tune could not run; the champion and the data are untouched."""
 
 
+@dataclass(frozen=True)
+class MultimodalExample:
+    """A training example with model inputs beside the text, e.g. one image for a vision-language model.
+
+    ``inputs`` holds tensors as the model's processor would give them for this one example (LLaVA: ``pixel_values``
+    of shape (1, 3, H, W); Qwen2-VL: ``pixel_values`` of shape (patches, dim) and ``image_grid_thw`` (1, 3)); a batch
+    concatenates them along dim 0. ``token_inputs`` holds per-token inputs aligned with the tokenized prompt (special
+    tokens included), e.g. Qwen2-VL's ``mm_token_type_ids``; they are 0 over the answer and the padding. The prompt
+    must already hold the model's image placeholder tokens, as many as the image yields, as the processor writes them.
+    """
+
+    prompt: str
+    answer: str
+    inputs: Mapping[str, torch.Tensor]
+    token_inputs: Mapping[str, Sequence[int]] = field(default_factory=dict)
+
+
 @dataclass
 class Encoded:
     input_ids: list[int]
     labels: list[int]
+    inputs: Mapping[str, torch.Tensor] | None = None
+    token_inputs: Mapping[str, list[int]] | None = None
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -82,6 +137,7 @@ def encode(tokenizer, prompt: str, answer: str, max_length: int) -> Encoded:
 
 
 def collate(batch: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded ids, labels (-100 on padding) and mask; extra model inputs concatenated along dim 0."""
     width = max(len(e.input_ids) for e in batch)
     ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     labels = torch.full((len(batch), width), -100, dtype=torch.long)
@@ -91,7 +147,41 @@ def collate(batch: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
         ids[i, :n] = torch.tensor(e.input_ids)
         labels[i, :n] = torch.tensor(e.labels)
         mask[i, :n] = 1
-    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+    out = {"input_ids": ids, "labels": labels, "attention_mask": mask}
+    if batch[0].inputs is not None:
+        out |= {key: torch.cat([e.inputs[key] for e in batch]) for key in batch[0].inputs}
+    for key in batch[0].token_inputs or ():
+        values = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, e in enumerate(batch):
+            values[i, : len(e.input_ids)] = torch.tensor(e.token_inputs[key])
+        out[key] = values
+    return out
+
+
+def _encode_all(tokenizer, examples: Sequence, max_length: int) -> list[Encoded]:
+    encoded = []
+    keys: set[frozenset[str]] = set()
+    for ex in examples:
+        e = encode(tokenizer, ex.prompt, ex.answer, max_length)
+        if isinstance(ex, MultimodalExample):
+            e.inputs = dict(ex.inputs)
+            prompt_len = next(i for i, t in enumerate(e.labels) if t != -100)
+            e.token_inputs = {}
+            for key, values in ex.token_inputs.items():
+                if len(values) != prompt_len:
+                    raise TrainingError(
+                        f"token input {key!r} has {len(values)} values but the prompt is {prompt_len} tokens "
+                        f"(prompt starts {ex.prompt[:60]!r}): give one value per prompt token, special tokens included"
+                    )
+                e.token_inputs[key] = list(values) + [0] * (len(e.input_ids) - prompt_len)
+        keys.add(frozenset(e.inputs or ()) | frozenset(f"token:{k}" for k in e.token_inputs or ()))
+        encoded.append(e)
+    if len(keys) > 1:
+        raise TrainingError(
+            f"examples carry different model inputs ({sorted(sorted(k) for k in keys)}); every example of a run "
+            "must have the same (e.g. one image each), or none"
+        )
+    return encoded
 
 
 @dataclass
@@ -126,6 +216,89 @@ def seed_everything(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
+class _Watch:
+    """The drift watch of one run: the start's probe reference, the checks, and the best checkpoint within budget."""
+
+    def __init__(self, model, tokenizer, cfg: DriftWatch, prompts: Sequence[str], new: list[Encoded], pad_id: int,
+                 answer_ids: list[int], batch_size: int) -> None:  # fmt: skip
+        self.cfg, self.tokenizer, self.pad_id, self.batch_size = cfg, tokenizer, pad_id, batch_size
+        self.prompts = list(prompts)[: cfg.prompts]
+        self.new = new
+        self.sets = {"number": number_token_ids(tokenizer)}
+        if answer_ids:
+            self.sets["answer"] = answer_ids
+        elif cfg.metric == "answer_mass":
+            raise TrainingError("drift_watch.metric answer_mass: the new-task answers use no ordinary tokens to watch")
+        self.ref: Reference = reference(
+            model, tokenizer, self.prompts, steps=cfg.probe_steps, batch_size=batch_size, token_sets=self.sets
+        )
+        self.curve = DriftCurve(metric=cfg.metric, budget=cfg.budget, every=cfg.every, prompts=len(self.prompts),
+                                kept_step=0)  # fmt: skip
+        self.best: tuple[float, int, dict[str, torch.Tensor]] | None = None  # (new-task loss, step, trainable params)
+        self.over = 0
+
+    @torch.no_grad()
+    def _new_loss(self, model) -> float:
+        device = next(model.parameters()).device
+        total, tokens = 0.0, 0
+        for i in range(0, len(self.new), self.batch_size):
+            batch = {k: v.to(device) for k, v in collate(self.new[i : i + self.batch_size], self.pad_id).items()}
+            n = int((batch["labels"][:, 1:] != -100).sum())
+            total += float(model(**batch).loss) * n
+            tokens += n
+        return total / max(1, tokens)
+
+    def check(self, model, step: int) -> bool:
+        """Probe ``model`` after ``step`` steps; True when training must stop."""
+        was_training = model.training
+        model.eval()
+        try:
+            kl = mean_kl(self.ref, model)
+            masses = greedy_mass(model, self.tokenizer, self.prompts, self.sets, self.cfg.probe_steps, self.batch_size)
+            loss = self._new_loss(model)
+        finally:
+            model.train(was_training)
+        rise = {name: masses[name] - self.ref.masses[name] for name in masses}
+        if self.cfg.metric == "kl":
+            drift = kl
+        else:
+            drift = rise[self.cfg.metric.removesuffix("_mass")]
+        within = drift <= self.cfg.budget + 1e-12
+        self.curve.points.append(DriftPoint(
+            step=step, drift=round(drift, 6), kl=round(kl, 6), number_mass=round(masses["number"], 6),
+            answer_mass=round(masses["answer"], 6) if "answer" in masses else None, new_loss=round(loss, 6),
+            within_budget=within,
+        ))  # fmt: skip
+        if within:
+            self.over = 0
+            if self.best is None or loss <= self.best[0]:
+                params = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
+                self.best = (loss, step, params)
+            return False
+        self.over += 1
+        if self.over >= self.cfg.patience:
+            self.curve.stopped_at = step
+            self.curve.reason = (
+                f"{self.cfg.metric} drift {drift:.4f} over budget {self.cfg.budget:.4f} at step {step}"
+                + (f" ({self.over} checks in a row)" if self.over > 1 else "")
+            )
+            return True
+        return False
+
+    def keep_best(self, model, last_step: int) -> None:
+        """Load the best checkpoint within budget into ``model`` (trainable parameters only) and record it."""
+        assert self.best is not None  # the start is always within budget (its drift is 0)
+        loss, step, params = self.best
+        self.curve.kept_step = step
+        if step != last_step:
+            named = dict(model.named_parameters())
+            with torch.no_grad():
+                for name, value in params.items():
+                    named[name].copy_(value)
+        kept = f"kept step {step} (new-task loss {loss:.4f}, lowest within budget)"
+        self.curve.reason = f"{self.curve.reason}; {kept}" if self.curve.reason else kept
+
+
 def fine_tune(
     model: torch.nn.Module,
     tokenizer,
@@ -133,24 +306,47 @@ def fine_tune(
     recipe: Recipe,
     cfg: TrainConfig,
     on_step: StepCallback | None = None,
+    *,
+    probe_prompts: Sequence[str] = (),
+    new_examples: Sequence = (),
 ) -> FineTuned:
-    """Train the parameters ``recipe`` selects on ``examples`` (objects with ``prompt`` and ``answer``).
+    """Train the parameters ``recipe`` selects on ``examples`` (objects with ``prompt`` and ``answer``; a
+    :class:`MultimodalExample` also carries model inputs such as an image).
+
+    With ``cfg.drift_watch``: ``probe_prompts`` are old-task prompts to probe drift on (required), and
+    ``new_examples`` the new-task examples whose loss picks the checkpoint to keep (default: the first
+    ``drift_watch.examples`` training examples).
 
     Returns the trained model (LoRA adapters merged back, so parameter names match the base), the selection plan and
-    the training record. Raises :class:`TrainingError` on empty data or over-long examples, before any step runs.
+    the training record. Raises :class:`TrainingError` on empty data, over-long examples, mixed model inputs, or a
+    drift watch without probe prompts, before any step runs.
     """
     if not examples:
         raise TrainingError("no training examples: nothing to fine-tune on")
+    watch_cfg = cfg.drift_watch
+    if watch_cfg is not None and not probe_prompts:
+        raise TrainingError(
+            "train.drift_watch is set but no probe prompts were given: pass old-task prompts as probe_prompts, "
+            "or set drift_watch: null"
+        )
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     use_bf16 = cfg.bf16 if cfg.bf16 is not None else (device.type == "cuda" and torch.cuda.is_bf16_supported())
     if use_bf16 and device.type != "cuda":
         raise TrainingError("bf16 autocast is only used on CUDA here; set train.bf16: false on CPU")
-    encoded = [encode(tokenizer, ex.prompt, ex.answer, cfg.max_length) for ex in examples]
+    encoded = _encode_all(tokenizer, examples, cfg.max_length)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     model, selection = apply_recipe(model, recipe)
     model.to(device)
+    watch = None
+    if watch_cfg is not None:
+        new = list(new_examples or examples)[: watch_cfg.examples]
+        watch = _Watch(
+            model, tokenizer, watch_cfg, probe_prompts, _encode_all(tokenizer, new, cfg.max_length), pad_id,
+            answer_token_ids(tokenizer, [ex.answer for ex in new]), cfg.batch_size,
+        )  # fmt: skip
+        watch.check(model, 0)
     model.train()
     trainable, total = count_parameters(model)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -175,6 +371,7 @@ def fine_tune(
 
         bar = tqdm(total=cfg.steps, desc=f"fine-tune ({selection.recipe.kind})", unit="step", leave=False)
     start = time.perf_counter()
+    done = 0
     for step in range(cfg.steps):
         if len(order) < cfg.batch_size:
             fresh = list(range(len(encoded)))
@@ -192,19 +389,28 @@ def fine_tune(
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
         sched.step()
+        done = step + 1
         value = float(loss.detach())
         running.append(value)
-        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+        last = done == cfg.steps
+        stop = False
+        if watch is not None and (done % watch.cfg.every == 0 or last):
+            stop = watch.check(model, done)
+        if done % cfg.log_every == 0 or last or (stop and running):
             losses.append(round(sum(running) / len(running), 6))
             running = []
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{value:.3f}")
+            bar.set_postfix(loss=f"{value:.3f}", **({"drift": f"{watch.curve.points[-1].drift:.3f}"} if watch else {}))
         if on_step is not None:
             on_step(step, value)
+        if stop:
+            break
     seconds = time.perf_counter() - start
     if bar is not None:
         bar.close()
+    if watch is not None:
+        watch.keep_best(model, done)
     model.eval()
     model = finish(model, recipe).to("cpu")
     for p in model.parameters():
@@ -221,5 +427,6 @@ def fine_tune(
         total_parameters=total,
         trained_tensors=list(selection.trainable),
         losses=losses,
+        drift=watch.curve if watch is not None else None,
     )
     return FineTuned(model=model, selection=selection, record=record)

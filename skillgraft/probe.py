@@ -1,0 +1,264 @@
+"""Label-free output-drift probes, measured on old-task prompts (no answers needed).
+
+Zhu et al. (arXiv 2510.08564) found that most "forgetting" after a new skill is an output-distribution drift: after a
+counting task the model puts more probability on number tokens everywhere. Three probes, all on the same prompts:
+
+* **number-token mass** (the paper's probe): under the model's own greedy decoding, the probability on number tokens
+  (digits, ordinals, number words) per generation step, averaged over steps and prompts;
+* **answer-token mass**: the same, on the token ids seen in the *new* task's answers — the paper's probe generalised
+  to a new task that is not about numbers;
+* **mean KL divergence** ``KL(reference ‖ model)`` in nats between the next-token distributions of a reference model
+  (the champion, or the starting point of a fine-tune) and the model, per step along the reference's greedy
+  continuation of each prompt (teacher-forced, so both models see the same prefixes), averaged over steps and prompts.
+
+A step counts while the sequence is alive: the step that emits the end-of-sequence token counts, later ones do not.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from pydantic import BaseModel, Field
+
+NUMBER_WORDS = frozenset({
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+    "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty", "thirty", "forty",
+    "fifty", "sixty", "seventy", "eighty", "ninety", "hundred", "thousand", "million", "first", "second", "third",
+    "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth",
+})  # fmt: skip
+_NUMBERISH = re.compile(r"^\d+([.,]\d+)?(st|nd|rd|th)?$")
+
+
+class BiasProbe(BaseModel):
+    """The drift probes of a candidate against its champion on old-task prompts.
+
+    ``champion`` / ``candidate`` are the number-token masses (the paper's probe; kept under these names so older
+    reports still read). The answer-token masses and the KL are None in reports written before they existed, or when
+    there was nothing to measure them on (no new task in the suite: no answer tokens).
+    """
+
+    prompts: int
+    champion: float = Field(description="number-token mass per greedy step, champion")
+    candidate: float = Field(description="number-token mass per greedy step, candidate")
+    steps: int = Field(4, description="greedy steps probed per prompt")
+    answer_tokens: int = Field(0, description="how many token ids the new tasks' answers use")
+    answer_champion: float | None = Field(None, description="mass on the new tasks' answer tokens, champion")
+    answer_candidate: float | None = Field(None, description="mass on the new tasks' answer tokens, candidate")
+    kl: float | None = Field(None, description="mean KL(champion ‖ candidate) per step, nats")
+
+    @property
+    def delta(self) -> float:
+        """Rise of the number-token mass from champion to candidate."""
+        return self.candidate - self.champion
+
+    @property
+    def answer_delta(self) -> float | None:
+        """Rise of the answer-token mass from champion to candidate (None when not measured)."""
+        if self.answer_champion is None or self.answer_candidate is None:
+            return None
+        return self.answer_candidate - self.answer_champion
+
+
+# --- token sets ------------------------------------------------------------------------------------------------------
+
+
+def number_token_ids(tokenizer) -> list[int]:
+    """Vocabulary entries that read as numbers: digits, ordinals (1st, 2nd), number words (one, third...)."""
+    ids = []
+    for token, idx in tokenizer.get_vocab().items():
+        text = tokenizer.convert_tokens_to_string([token]).strip().lower()
+        if text and (_NUMBERISH.match(text) or text in NUMBER_WORDS):
+            ids.append(idx)
+    return sorted(ids)
+
+
+def answer_token_ids(tokenizer, answers: Iterable[str]) -> list[int]:
+    """Token ids used by ``answers``, tokenized as the trainer does (leading space, no special tokens), specials
+    (eos, pad...) left out: the new task's answer vocabulary, whose mass on old prompts should not rise."""
+    special = set(tokenizer.all_special_ids)
+    ids: set[int] = set()
+    for answer in answers:
+        text = answer if answer.startswith(" ") else " " + answer
+        ids.update(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return sorted(ids - special)
+
+
+# --- the probes ------------------------------------------------------------------------------------------------------
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+@dataclass
+class _Greedy:
+    """One batch of greedy continuations: per prompt its tokens, and per alive step the model's raw logits."""
+
+    prompts: list[list[int]]
+    generated: list[list[int]]  # alive steps only (the eos step included)
+    logits: list[torch.Tensor]  # per prompt: (alive steps, vocab), float32 on the model's device
+
+
+@torch.no_grad()
+def _greedy(model, tokenizer, prompts: Sequence[str], steps: int, batch_size: int) -> Iterable[_Greedy]:
+    model.eval()
+    device = _device_of(model)
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    eos = tokenizer.eos_token_id
+    try:
+        for i in range(0, len(prompts), batch_size):
+            enc = tokenizer(list(prompts[i : i + batch_size]), return_tensors="pt", padding=True).to(device)
+            gen = model.generate(
+                **enc, max_new_tokens=steps, do_sample=False, pad_token_id=_pad_id(tokenizer), eos_token_id=eos,
+                output_logits=True, return_dict_in_generate=True,
+            )  # fmt: skip
+            width = enc["input_ids"].shape[1]
+            logits = torch.stack(gen.logits, dim=1).float()  # (batch, steps taken, vocab)
+            out = _Greedy([], [], [])
+            for row in range(enc["input_ids"].shape[0]):
+                prompt = enc["input_ids"][row][enc["attention_mask"][row].bool()].tolist()
+                tokens = gen.sequences[row, width:].tolist()
+                alive = len(tokens)
+                if eos is not None and eos in tokens:
+                    alive = tokens.index(eos) + 1
+                out.prompts.append(prompt)
+                out.generated.append(tokens[:alive])
+                out.logits.append(logits[row, :alive])
+            yield out
+    finally:
+        tokenizer.padding_side = side
+
+
+def greedy_mass(
+    model, tokenizer, prompts: Sequence[str], token_sets: Mapping[str, Sequence[int]], steps: int = 4,
+    batch_size: int = 64,
+) -> dict[str, float]:  # fmt: skip
+    """Mean probability per greedy step on each of ``token_sets`` (name → token ids), from one greedy decoding.
+
+    An empty set or no prompts measures 0.0.
+    """
+    totals = {name: 0.0 for name in token_sets}
+    count = 0
+    if not prompts:
+        return totals
+    index = {name: torch.tensor(sorted(set(ids)), dtype=torch.long) for name, ids in token_sets.items()}
+    for batch in _greedy(model, tokenizer, prompts, steps, batch_size):
+        for logits in batch.logits:
+            probs = torch.softmax(logits, dim=-1)
+            count += probs.shape[0]
+            for name, ids in index.items():
+                if len(ids):
+                    totals[name] += float(probs[:, ids.to(probs.device)].sum())
+    return {name: (total / count if count else 0.0) for name, total in totals.items()}
+
+
+def number_mass(model, tokenizer, prompts: Sequence[str], steps: int = 4, batch_size: int = 64) -> float:
+    """Mean probability on number tokens per greedy decoding step (the paper's output-bias probe)."""
+    return greedy_mass(model, tokenizer, prompts, {"number": number_token_ids(tokenizer)}, steps, batch_size)["number"]
+
+
+@dataclass
+class Reference:
+    """A reference model's greedy continuations of the probe prompts, with its next-token log-probabilities along
+    them: what :func:`mean_kl` compares another model with, without keeping the reference model itself."""
+
+    batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    """Per batch: right-padded input ids, attention mask, and the (row, column) of every probed position."""
+    logprobs: list[torch.Tensor] = field(default_factory=list)
+    """Per batch: the reference's log-probabilities at the probed positions, (positions, vocab), on the CPU."""
+    masses: dict[str, float] = field(default_factory=dict)
+    """The reference's own greedy masses (filled by :func:`reference`)."""
+
+    @property
+    def positions(self) -> int:
+        return sum(len(lp) for lp in self.logprobs)
+
+
+def _teacher_forced_logprobs(model, input_ids, attention_mask, rows, cols) -> torch.Tensor:
+    device = _device_of(model)
+    out = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device))
+    return torch.log_softmax(out.logits[rows.to(device), cols.to(device)].float(), dim=-1)
+
+
+@torch.no_grad()
+def reference(
+    model, tokenizer, prompts: Sequence[str], *, steps: int = 4, batch_size: int = 64,
+    token_sets: Mapping[str, Sequence[int]] | None = None,
+) -> Reference:  # fmt: skip
+    """Decode ``prompts`` greedily with ``model`` and keep what :func:`mean_kl` needs, plus the greedy masses on
+    ``token_sets`` (one decoding serves both). Sequences are right-padded, so positions need no position ids."""
+    model.eval()
+    ref = Reference()
+    sets = {name: torch.tensor(sorted(set(ids)), dtype=torch.long) for name, ids in (token_sets or {}).items()}
+    totals = {name: 0.0 for name in sets}
+    count = 0
+    pad = _pad_id(tokenizer)
+    for batch in _greedy(model, tokenizer, prompts, steps, batch_size):
+        seqs = [p + g for p, g in zip(batch.prompts, batch.generated)]
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        rows: list[int] = []
+        cols: list[int] = []
+        for r, (p, g) in enumerate(zip(batch.prompts, batch.generated)):
+            ids[r, : len(p) + len(g)] = torch.tensor(p + g)
+            mask[r, : len(p) + len(g)] = 1
+            rows += [r] * len(g)
+            cols += [len(p) - 1 + t for t in range(len(g))]  # the logits there predict generated token t
+        r_t, c_t = torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)
+        ref.batches.append((ids, mask, r_t, c_t))
+        ref.logprobs.append(_teacher_forced_logprobs(model, ids, mask, r_t, c_t).cpu())
+        for logits in batch.logits:
+            probs = torch.softmax(logits, dim=-1)
+            count += probs.shape[0]
+            for name, token_ids in sets.items():
+                if len(token_ids):
+                    totals[name] += float(probs[:, token_ids.to(probs.device)].sum())
+    ref.masses = {name: (total / count if count else 0.0) for name, total in totals.items()}
+    return ref
+
+
+@torch.no_grad()
+def mean_kl(ref: Reference, model) -> float:
+    """Mean ``KL(reference ‖ model)`` in nats per probed step (0.0 for the reference itself, or with no prompts)."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        for (ids, mask, rows, cols), ref_lp in zip(ref.batches, ref.logprobs):
+            lp = _teacher_forced_logprobs(model, ids, mask, rows, cols)
+            p = ref_lp.to(lp.device)
+            total += float((p.exp() * (p - lp)).sum())
+            count += len(rows)
+    finally:
+        model.train(was_training)
+    return total / count if count else 0.0
+
+
+def measure(
+    champion, candidate, tokenizer, prompts: Sequence[str], *, answer_ids: Sequence[int] = (), steps: int = 4,
+    batch_size: int = 64,
+) -> BiasProbe:  # fmt: skip
+    """All three probes of ``candidate`` against ``champion`` on ``prompts`` (old-task prompts).
+
+    ``answer_ids``: the new tasks' answer tokens (:func:`answer_token_ids`); empty leaves the answer masses None.
+    """
+    sets = {"number": number_token_ids(tokenizer)}
+    if answer_ids:
+        sets["answer"] = list(answer_ids)
+    ref = reference(champion, tokenizer, prompts, steps=steps, batch_size=batch_size, token_sets=sets)
+    cand = greedy_mass(candidate, tokenizer, prompts, sets, steps, batch_size)
+    return BiasProbe(
+        prompts=len(prompts), champion=ref.masses["number"], candidate=cand["number"], steps=steps,
+        answer_tokens=len(answer_ids),
+        answer_champion=ref.masses.get("answer"), answer_candidate=cand.get("answer"),
+        kl=mean_kl(ref, candidate),
+    )  # fmt: skip
