@@ -29,6 +29,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/skillgraft demo
 
+# The step after `make demo`: a local Prefect server (UI at http://127.0.0.1:4200) serving the retrain and watch
+# deployments of the demo model; Ctrl-C stops both. See docs/OPERATIONS.md.
+.PHONY: server
+server: $(STAMP)
+	$(VENV)/bin/skillgraft server
+
 test: $(STAMP)
 	$(PY) -m pytest -q
 

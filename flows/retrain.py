@@ -1,7 +1,10 @@
-"""The retrain flow — read it top-down as the pipeline:
+"""The retrain flow — read ``teach`` top-down as the pipeline:
 
 validate & accept new data → fine-tune the champion (recipe) → regression suite (every task, champion vs candidate)
 → gate → promote (conditional pointer move) → post-promotion check → automatic rollback on failure; or reject.
+
+``retrain`` is the Prefect entry point (deployments, CLI): it loads the config, runs ``teach`` and names the run
+after what happened (``demo-count-promoted``), so the UI's run list tells the story without opening a run.
 """
 
 from __future__ import annotations
@@ -10,20 +13,22 @@ from prefect import flow
 from prefect.runtime import flow_run
 from pydantic import BaseModel
 
-from skillgraft.config import load_config
+from skillgraft.config import SkillgraftConfig, load_config
 from skillgraft.evaluate import RegressionReport
 from skillgraft.gate import Decision
+from tasks import review
 from tasks import steps as t
 
 
 class RetrainOutcome(BaseModel):
     model: str
-    status: str  # promoted | rejected | rolled-back | superseded | no-new-data
+    status: str  # promoted | rejected | rolled-back | superseded | check-failed | no-new-data | data-rejected
     candidate: str | None = None
     champion: str | None = None
     decision: Decision | None = None
     report: RegressionReport | None = None
     notes: list[str] = []
+    tasks: list[str] = []  # the tasks this run taught (empty when nothing was trained)
 
 
 def _run_name() -> str:
@@ -31,7 +36,12 @@ def _run_name() -> str:
     return f"{p.get('model') or 'model'}-{p.get('task') or 'incoming'}{'-bootstrap' if p.get('bootstrap') else ''}"
 
 
-@flow(name="retrain", flow_run_name=_run_name, log_prints=True)
+def _name_failed_run(flow, run, state) -> None:
+    """on_failure / on_crashed: say so in the run's name too."""
+    review.rename_flow_run(f"{run.name}-{'crashed' if state.is_crashed() else 'failed'}")
+
+
+@flow(name="retrain", flow_run_name=_run_name, log_prints=True, on_failure=[_name_failed_run], on_crashed=[_name_failed_run])
 def retrain(
     model: str | None = None,
     task: str | None = None,
@@ -42,14 +52,25 @@ def retrain(
 ) -> RetrainOutcome:
     """Teach ``model`` the data waiting in its landing zone (``task``: only that task) without forgetting the rest."""
     cfg = load_config(config, store=store, model=model, recipe=recipe)
+    task = task or None  # "" (a form, a shell variable) means every task, like None
+    outcome = teach(cfg, task, bootstrap)
+    review.rename_flow_run(review.run_name(cfg.model, task, outcome.tasks, outcome.status))
+    champion = f": champion of {cfg.model} is {outcome.champion}" if outcome.champion else ""
+    print(outcome.status + champion + "".join(f"\n- {note}" for note in outcome.notes))
+    return outcome
+
+
+def teach(cfg: SkillgraftConfig, task: str | None, bootstrap: bool) -> RetrainOutcome:
     t.register_model(cfg)
-    batches = t.ingest(cfg, task)
-    if not batches:
-        return RetrainOutcome(model=cfg.model, status="no-new-data", notes=["no new valid data in the landing zone"])
-    cand = t.fine_tune(cfg, batches, bootstrap)
+    data = t.ingest(cfg, task)
+    if not data.batches:
+        status = "data-rejected" if data.rejected else "no-new-data"
+        return RetrainOutcome(model=cfg.model, status=status, notes=data.rejected or ["no new valid data in the landing zone"])
+    cand = t.fine_tune(cfg, data.batches, bootstrap)
     report = t.regression_suite(cfg, cand)
     decision = t.gate(cfg, cand, report)
-    out = RetrainOutcome(model=cfg.model, status="rejected", candidate=cand.candidate.version, decision=decision, report=report)
+    out = RetrainOutcome(model=cfg.model, status="rejected", candidate=cand.candidate.version, decision=decision,
+                         report=report, tasks=cand.new_tasks, notes=data.rejected)  # fmt: skip
     if not decision.promote:
         t.reject(cfg, cand, decision)
         out.champion = cand.parent
@@ -59,7 +80,7 @@ def retrain(
     if not promoted.promoted:
         out.status, out.notes = "superseded", [promoted.reason]
         return out
-    check = t.post_promotion_check(cfg, cand.candidate.version)
+    check = t.post_promotion_check(cfg, cand.candidate.version, promoted.previous)
     if not check.ok and promoted.previous is None:
         out.status, out.notes = "check-failed", [*check.reasons, "no earlier champion to roll back to"]
         return out

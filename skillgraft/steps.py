@@ -118,6 +118,18 @@ def label(version: str | None) -> str:
     return version or "base"
 
 
+def untrained_batches(store: ObjectStore, model: str, task: str | None = None) -> list[BatchRef]:
+    """Accepted batches no version of ``model`` was trained on (e.g. accepted by a run that was then interrupted).
+
+    A batch a rejected candidate was trained on counts as used: re-teach it with a new batch or a forced promote.
+    """
+    reg = Registry(store, model)
+    used = {(b.task, b.batch_id) for v in reg.versions() if v.status == "complete" for b in reg.manifest(v.version).batches}
+    intake = Intake(store)
+    tasks = [task] if task else intake.tasks()
+    return [b for t in tasks for b in intake.batches(t) if (b.task, b.batch_id) not in used]
+
+
 # --- the DAG's steps -----------------------------------------------------------------------------------------------
 
 

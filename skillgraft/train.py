@@ -369,7 +369,12 @@ def fine_tune(
     if cfg.progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=cfg.steps, desc=f"fine-tune ({selection.recipe.kind})", unit="step", leave=False)
+        import sys
+
+        # on a terminal a live bar; in logs (CI, a Prefect worker) a line every 15 s instead of every step
+        live = sys.stderr.isatty()
+        bar = tqdm(total=cfg.steps, desc=f"fine-tune ({selection.recipe.kind})", unit="step", leave=False,
+                   mininterval=0.1 if live else 15.0, maxinterval=15.0 if live else 60.0)  # fmt: skip
     start = time.perf_counter()
     done = 0
     for step in range(cfg.steps):

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 from prefect import task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
+from pydantic import BaseModel
 
 from skillgraft import steps
 from skillgraft.config import SkillgraftConfig
-from skillgraft.data import Intake, IngestResult
+from skillgraft.data import IngestResult, Intake
 from skillgraft.evaluate import RegressionReport
 from skillgraft.gate import Decision
 from skillgraft.refs import BatchRef
+from skillgraft.registry import Registry
 from skillgraft.store import open_store
+from tasks import review
 from tasks.events import (
     CANDIDATE_TRAINED,
     DATA_REJECTED,
@@ -33,45 +40,61 @@ def register_model(cfg: SkillgraftConfig) -> None:
     steps.ensure_model(open_store(cfg.store), cfg)
 
 
+class Ingested(BaseModel):
+    """What the landing zone held: the batches accepted for training, and what was quarantined (one line each)."""
+
+    batches: list[BatchRef]
+    rejected: list[str]
+
+
 @task(name="validate-and-accept", cache_policy=NO_CACHE, **_STORE_RETRIES)
-def ingest(cfg: SkillgraftConfig, task_name: str | None) -> list[BatchRef]:
+def ingest(cfg: SkillgraftConfig, task_name: str | None) -> Ingested:
     """Validate every file in the landing zone (GX); accept good ones as batches, quarantine the rest."""
     intake = Intake(open_store(cfg.store))
     results: list[IngestResult] = intake.ingest(task_name)
     rows = []
     accepted: list[BatchRef] = []
+    quarantined = [r for r in results if r.status == "quarantined"]
     for r in results:
         rows.append({"file": r.file, "task": r.task, "rule": "(outcome)", "success": r.status != "quarantined",
                      "observed": r.status, "detail": r.message})  # fmt: skip
         if r.status == "accepted" and r.batch is not None:
             accepted.append(r.batch)
-        if r.status == "quarantined":
-            problems = r.report.problems[:20] if r.report else []
-            emit_event(
-                DATA_REJECTED, resource=model_resource(cfg.model),
-                payload={"task": r.task, "file": r.file, "batch_id": r.batch_id, "where": r.location, "problems": problems},
-            )  # fmt: skip
         for rule in r.report.results if r.report else []:
             rows.append({"file": r.file, "task": r.task, "rule": rule.rule + (f" ({rule.column})" if rule.column else ""),
                          "success": rule.success, "observed": rule.observed, "detail": rule.detail})  # fmt: skip
+    for r in quarantined:
+        problems = r.report.problems[:20] if r.report else []
+        emit_event(
+            DATA_REJECTED, resource=model_resource(cfg.model),
+            payload={"task": r.task, "file": r.file, "batch_id": r.batch_id, "where": r.location, "problems": problems},
+        )  # fmt: skip
+    waiting = [b for b in steps.untrained_batches(intake.store, cfg.model, task_name) if b not in accepted]
+    for b in waiting:  # accepted earlier (by `skillgraft ingest`, or a run that was interrupted), never trained on
+        rows.append({"file": f"tasks/{b.task}/batches/{b.batch_id}/", "task": b.task, "rule": "(outcome)",
+                     "success": True, "observed": "accepted earlier, not yet trained", "detail": ""})  # fmt: skip
+    accepted += waiting
     if rows:
-        create_table_artifact(rows, key=artifact_key(cfg.model, "data-validation"), description="Data validation")
-    return accepted
+        create_table_artifact(rows, key=artifact_key(cfg.model, "data-validation"),
+                              description=f"{len(accepted)} file(s) accepted, {len(quarantined)} rejected")  # fmt: skip
+    if quarantined:
+        create_markdown_artifact(review.data_rejected_markdown(quarantined), key=artifact_key(cfg.model, "data-rejected"),
+                                 description=f"{len(quarantined)} file(s) rejected")  # fmt: skip
+    return Ingested(batches=accepted, rejected=[r.message for r in quarantined])
 
 
 @task(name="fine-tune", cache_policy=NO_CACHE)
 def fine_tune(cfg: SkillgraftConfig, batches: list[BatchRef], bootstrap: bool) -> steps.CandidateInfo:
     cand = steps.train_candidate(open_store(cfg.store), cfg, batches, bootstrap=bootstrap)
-    curve = ", ".join(f"{x:.3f}" for x in cand.losses)
+    # the loss curve as a PNG data URL inside the markdown: the UI renders it inline (checked in a real browser); an
+    # image artifact renders it too, but prints the whole data URL beside it
+    title = f"{cfg.model} {cand.candidate.version} ({cand.recipe})"
+    image = review.data_url(review.loss_curve_png(cand.losses, cand.log_every, title)) if cand.losses else None
     create_markdown_artifact(
-        f"## Training {cand.candidate}\n\n| | |\n|---|---|\n| recipe | `{cand.recipe}` |\n"
-        f"| trainable parameters | {cand.trainable_parameters:,} of {cand.total_parameters:,} "
-        f"({100 * cand.trainable_parameters / max(1, cand.total_parameters):.2f}%) |\n"
-        f"| time | {cand.seconds:.1f} s on {cand.device} |\n| parent | {steps.label(cand.parent)} |\n"
-        f"| tasks taught | {', '.join(cand.new_tasks)} |\n\nLoss every {cand.log_every} steps: {curve}\n",
-        key=artifact_key(cfg.model, "training"),
-        description="Training summary",
-    )
+        review.training_markdown(cand, image), key=artifact_key(cfg.model, "training"),
+        description=f"{cand.candidate.version}: {cand.recipe}, {cand.trainable_parameters:,} trainable, "
+        f"{cand.seconds:.1f} s on {cand.device}",
+    )  # fmt: skip
     emit_event(
         CANDIDATE_TRAINED, resource=model_resource(cfg.model),
         payload={"version": cand.candidate.version, "parent": cand.parent, "recipe": cand.recipe, "tasks": cand.new_tasks},
@@ -91,21 +114,28 @@ def regression_suite(cfg: SkillgraftConfig, cand: steps.CandidateInfo) -> Regres
         }
         for r in report.rows
     ]  # fmt: skip
+    failed = [row["task"] for row in table if not row["pass"]]
+    verdict = f"failed on {', '.join(failed)}" if failed else f"all {len(table)} tasks pass"
     create_table_artifact(table, key=artifact_key(cfg.model, "regression"),
-                          description=f"Regression suite: {report.candidate} vs {report.champion}")  # fmt: skip
+                          description=f"Regression suite, {report.candidate} vs {report.champion}: {verdict}")  # fmt: skip
     return report
 
 
 @task(name="gate", cache_policy=NO_CACHE, **_STORE_RETRIES)
 def gate(cfg: SkillgraftConfig, cand: steps.CandidateInfo, report: RegressionReport) -> Decision:
-    decision = steps.gate(open_store(cfg.store), cfg, cand, report)
-    where = steps.version_location(open_store(cfg.store), cfg.model, cand.candidate.version)
-    create_markdown_artifact(
-        f"# Decision: {decision.verdict}\n\n{decision.markdown()}\n\n## Regression suite\n\n{report.markdown()}\n\n"
-        f"Version stored at `{where}`\n",
-        key=artifact_key(cfg.model, "decision"),
-        description=f"Gate decision for {cand.candidate}",
-    )
+    store = open_store(cfg.store)
+    decision = steps.gate(store, cfg, cand, report)
+    version = cand.candidate.version
+    where = steps.version_location(store, cfg.model, version)
+    policy = f"now min_gain {cfg.gate.min_gain}, max_drop {cfg.gate.max_drop}"
+    create_markdown_artifact(review.decision_markdown(decision, report, where, policy),
+                             key=artifact_key(cfg.model, "decision"),
+                             description=f"{decision.verdict} {version} (champion {decision.champion})")  # fmt: skip
+    card_key = f"models/{cfg.model}/versions/{version}/card.md"
+    create_link_artifact(review.object_url(store.url, card_key), link_text=f"model card of {cfg.model} {version}",
+                         key=artifact_key(cfg.model, "model-card-link"), description=f"card.md of {version} in the store")  # fmt: skip
+    create_markdown_artifact(Registry(store, cfg.model).read_attachment(version, "card.md").decode(),
+                             key=artifact_key(cfg.model, "model-card"), description=f"Model card of {version}")  # fmt: skip
     return decision
 
 
@@ -116,7 +146,8 @@ def promote(cfg: SkillgraftConfig, cand: steps.CandidateInfo, decision: Decision
         emit_event(MODEL_PROMOTED, resource=model_resource(cfg.model),
                    payload={"version": result.champion, "previous": result.previous, "reasons": decision.reasons})  # fmt: skip
     else:
-        create_markdown_artifact(f"# Superseded\n\n{result.reason}\n", key=artifact_key(cfg.model, "decision"))
+        create_markdown_artifact(review.superseded_markdown(result.reason), key=artifact_key(cfg.model, "decision"),
+                                 description=f"{cand.candidate.version} superseded")  # fmt: skip
     return result
 
 
@@ -128,8 +159,11 @@ def reject(cfg: SkillgraftConfig, cand: steps.CandidateInfo, decision: Decision)
 
 
 @task(name="post-promotion-check", cache_policy=NO_CACHE)
-def post_promotion_check(cfg: SkillgraftConfig, version: str) -> steps.CheckResult:
-    return steps.post_promotion_check(open_store(cfg.store), cfg, version)
+def post_promotion_check(cfg: SkillgraftConfig, version: str, previous: str | None) -> steps.CheckResult:
+    check = steps.post_promotion_check(open_store(cfg.store), cfg, version)
+    create_markdown_artifact(review.post_check_markdown(check, previous), key=artifact_key(cfg.model, "post-check"),
+                             description=f"Post-promotion check of {version}: {'passed' if check.ok else 'FAILED'}")  # fmt: skip
+    return check
 
 
 @task(name="rollback", cache_policy=NO_CACHE, **_STORE_RETRIES)
@@ -138,9 +172,6 @@ def rollback(cfg: SkillgraftConfig, check: steps.CheckResult, to: str) -> str:
     reason = pointer.reason
     emit_event(MODEL_ROLLED_BACK, resource=model_resource(cfg.model),
                payload={"from": check.version, "to": pointer.version, "reason": reason})  # fmt: skip
-    create_markdown_artifact(
-        f"# Rolled back\n\n{reason}\n\nChampion is {pointer.version} again. Inspect the failed version with "
-        f"`skillgraft status --model {cfg.model}`; nothing was deleted.\n",
-        key=artifact_key(cfg.model, "rollback"),
-    )
+    create_markdown_artifact(review.rollback_markdown(check.version, pointer.version, reason, cfg.model),
+                             key=artifact_key(cfg.model, "rollback"), description=f"{check.version} rolled back")  # fmt: skip
     return pointer.version

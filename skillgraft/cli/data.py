@@ -91,15 +91,18 @@ def submit(
     keys = [intake.submit(task, f) for f in files]
     for key in keys:
         console.print(f"landed {key}")
-    try:
-        from flows.watch import announce
-    except ImportError:  # the Prefect layer is optional for the core; without it nothing is announced
-        err.print("Prefect flows not importable: files landed but not announced; `skillgraft ingest` processes them")
-        return
+    from flows.watch import NoPrefectServer, announce
     from skillgraft.store import open_store
 
+    st = open_store(cfg.store)
     for key in keys:
-        announce(open_store(cfg.store), cfg.model, task, key)
+        try:
+            announce(st, task, key, cfg.model)
+        except NoPrefectServer as e:
+            err.print(f"[yellow]not announced:[/] {e}. The file stays landed: the watch deployment, the next "
+                      "scheduled retrain, `skillgraft ingest` or `skillgraft run` will pick it up.")  # fmt: skip
+            return
+        console.print(f"announced {key}: skillgraft.data.arrived for model {cfg.model}")
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -11,11 +12,11 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from skillgraft.cli.common import ConfigOpt, ModelOpt, StoreOpt, console, fail
+from skillgraft.cli.common import ConfigOpt, ModelOpt, StoreOpt, console, fail, load_cfg
 
 app = typer.Typer()
 
@@ -27,6 +28,18 @@ def healthy(api_url: str, timeout: float = 2.0) -> bool:
         with urllib.request.urlopen(f"{api_url}/health", timeout=timeout) as r:
             return r.status == 200
     except (urllib.error.URLError, OSError):
+        return False
+
+
+def serving(api_url: str, model: str) -> bool:
+    """True once the retrain deployment of ``model`` and its data-arrived automation exist on the server (an event
+    emitted before that starts nothing: the nightly run would be the first to see the data)."""
+    try:
+        with urllib.request.urlopen(f"{api_url}/deployments/name/retrain/{model}", timeout=5) as r:
+            deployment = json.load(r)
+        with urllib.request.urlopen(f"{api_url}/automations/related-to/prefect.deployment.{deployment['id']}", timeout=5) as r:
+            return any(a.get("enabled") for a in json.load(r))
+    except (urllib.error.URLError, OSError, ValueError, KeyError):
         return False
 
 
@@ -71,6 +84,7 @@ def server(
     Prints the UI address; Ctrl-C (or SIGTERM) stops both. A Prefect server already answering on the port is used
     as it is (and left running). Flow runs still in progress when stopped are marked crashed in the UI.
     """
+    cfg = load_cfg(config, store=store, model=model)
     api = f"http://{host}:{port}/api"
     ui = f"http://{host}:{port}"
     home = Path(os.environ.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser()
@@ -80,7 +94,7 @@ def server(
 
     stop = {"signal": None}
 
-    def on_signal(signum, _frame) -> None:  # noqa: ANN001
+    def on_signal(signum, _frame) -> None:
         stop["signal"] = signum
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -95,12 +109,12 @@ def server(
         else:
             server_env = {**env, "PREFECT_UI_API_URL": api, "PREFECT_SERVER_API_HOST": host,
                           "PREFECT_SERVER_API_PORT": str(port)}  # fmt: skip
-            log = open(log_path, "ab")
-            server_proc = subprocess.Popen(
-                [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)],
-                env=server_env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,  # Ctrl-C reaches us only; we stop the children in order
-            )  # fmt: skip
+            with open(log_path, "ab") as log:
+                server_proc = subprocess.Popen(
+                    [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)],
+                    env=server_env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    start_new_session=True,  # Ctrl-C reaches us only; we stop the children in order
+                )  # fmt: skip
             console.print(f"starting a Prefect server (database and log under {home}) …")
             deadline = time.monotonic() + startup_timeout
             while not healthy(api):
@@ -115,9 +129,20 @@ def server(
                 serve_cmd += [flag, str(value)]
         serve_env = {**env, "PREFECT_API_URL": api, "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1")}
         serve_proc = subprocess.Popen(serve_cmd, env=serve_env, stdin=subprocess.DEVNULL, start_new_session=True)
-        console.print(f"[bold]Prefect UI: {ui}[/]   (API {api})")
-        console.print(f"serving retrain (cron '{cron}' UTC, and on skillgraft.data.arrived) and watch "
-                      f"({'every ' + format(watch_every, 'g') + ' s' if watch_every > 0 else 'off'}); Ctrl-C stops")  # fmt: skip
+        deadline = time.monotonic() + startup_timeout
+        while not serving(api, cfg.model):
+            if serve_proc.poll() is not None:
+                fail(f"the serve process exited ({serve_proc.returncode}) before its deployments were ready")
+            if stop["signal"] is not None:
+                break
+            if time.monotonic() > deadline:
+                fail(f"deployment retrain/{cfg.model} or its trigger did not appear within {startup_timeout:.0f}s")
+            time.sleep(0.5)
+        if stop["signal"] is None:
+            console.print(f"[bold]Prefect UI: {ui}[/]   (API {api}; set PREFECT_API_URL to it for `skillgraft submit`)")
+            console.print(f"serving retrain/{cfg.model} (cron '{cron}' UTC, and on skillgraft.data.arrived) and "
+                          f"watch/{cfg.model} ({'every ' + format(watch_every, 'g') + ' s' if watch_every > 0 else 'off'}); "
+                          "Ctrl-C stops")  # fmt: skip
         while stop["signal"] is None:
             if serve_proc.poll() is not None:
                 fail(f"the serve process exited ({serve_proc.returncode}); see its output above")

@@ -1,0 +1,1 @@
+"""Deployments of the skillgraft flows: serve.py (a served process), prefect.yaml (work pools)."""
