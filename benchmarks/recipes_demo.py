@@ -107,7 +107,7 @@ def markdown(result: dict) -> str:
     for r in result["rows"]:
         nm = r["number_mass"]
         lines.append("| " + " | ".join([
-            f"`{r['recipe']}`", f"{r['replay']:.1f}", f"{r['trainable_parameters']:,} ({r['trainable_percent']}%)",
+            f"`{r['recipe']}`", f"{r['replay']:.2f}", f"{r['trainable_parameters']:,} ({r['trainable_percent']}%)",
             f"{r['train_seconds']:.1f}", f"{r['new_task_gain']:+.3f}",
             *[f"{r['old_task_change'][t]:+.3f}" for t in tasks],
             f"{nm['champion']:.4f} → {nm['candidate']:.4f}", f"{r['delta_bytes'] / 1024:.0f} KiB", r["decision"],
