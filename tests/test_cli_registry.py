@@ -310,3 +310,34 @@ def test_commands_on_s3_never_print_credentials(
     assert "must not carry credentials" in runs[6].err
     for run in runs:
         assert key_id not in run.out + run.err and secret not in run.out + run.err
+
+
+def test_forgetting_command_prints_the_accuracy_matrix_of_the_lineage(tmp_path):
+    from typer.testing import CliRunner
+
+    from skillgraft import demo, steps
+    from skillgraft.cli import app
+    from skillgraft.config import SkillgraftConfig
+    from skillgraft.evaluate import RegressionReport, SuiteRow, TaskScore
+    from skillgraft.refs import BatchRef, Manifest
+    from skillgraft.registry import Registry
+    from skillgraft.store import LocalStore
+
+    store = LocalStore(tmp_path)
+    base = steps.ensure_model(store, SkillgraftConfig(store=str(tmp_path)))
+    reg = Registry(store, demo.MODEL_NAME)
+    m = Manifest(model="demo", version="x", parent=None, base=base, recipe={"kind": "full"}, tasks=["first"],
+                 batches=[BatchRef(task="first", batch_id="0" * 16)])  # fmt: skip
+    v1 = reg.create_version({steps.DELTA_FILE: b"-"}, m).version
+    report = RegressionReport(champion="base", candidate=v1, rows=[
+        SuiteRow(task="first", new=True, metric="exact_match", n=10, champion=0.1, candidate=0.8)],
+        champion_scores={"first": TaskScore(task="first", metric="exact_match", score=0.1, n=10)},
+        candidate_scores={"first": TaskScore(task="first", metric="exact_match", score=0.8, n=10)})  # fmt: skip
+    reg.attach(v1, "metrics.json", report.model_dump_json().encode())
+    reg.promote(v1, reason="test")
+    result = CliRunner().invoke(app, ["forgetting", "--store", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "| v1 | 0.800* |" in result.output and "| base | 0.100 |" in result.output
+    empty = CliRunner().invoke(app, ["forgetting", "--store", str(tmp_path / "none"), "--model", "nothing"])
+    assert empty.exit_code == 1 and "nothing" in empty.output
+    assert "average accuracy after v1: 0.800" in result.output

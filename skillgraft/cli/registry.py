@@ -364,3 +364,23 @@ def export(
         except FileExistsError as e:
             fail(str(e), EXIT_USAGE)
     console.print(f"wrote {escape(str(path))}")
+
+
+@app.command()
+def forgetting(
+    version: Annotated[Optional[str], typer.Argument(help="last version of the lineage (default: the champion)")] = None,
+    model: ModelOpt = None,
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Forgetting across the lineage: accuracy matrix R[i][j], average accuracy, backward transfer, forgetting."""
+    from skillgraft.forgetting import load_matrix, summarize
+    from skillgraft.registry import Registry, RegistryError
+    from skillgraft.store import open_store
+
+    cfg = load_cfg(config, store=store, model=model)
+    try:
+        matrix = load_matrix(Registry(open_store(cfg.store), cfg.model), version)
+    except (RegistryError, LookupError) as e:
+        fail(str(e))
+    console.print(summarize(matrix).markdown())
