@@ -406,7 +406,8 @@ def fine_tune(
             running = []
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{value:.3f}", **({"drift": f"{watch.curve.points[-1].drift:.3f}"} if watch else {}))
+            postfix = {"loss": f"{value:.3f}", **({"drift": f"{watch.curve.points[-1].drift:.3f}"} if watch else {})}
+            bar.set_postfix(postfix, refresh=False)  # refresh=True would print a line per step into logs
         if on_step is not None:
             on_step(step, value)
         if stop:
