@@ -243,3 +243,29 @@ def demo_registry(demo_chain: DemoChain) -> Callable[..., Any]:
         return reg
 
     return build
+
+
+def _race(n: int, work: Callable[[int], Any]) -> list[Any]:
+    """Run ``work(i)`` in n threads released together; each result or raised exception, in thread order."""
+    barrier = threading.Barrier(n)
+    results: list[Any] = [None] * n
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = work(i)
+        except Exception as err:  # collected and asserted on by the caller
+            results[i] = err
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+@pytest.fixture
+def race() -> Callable[[int, Callable[[int], Any]], list[Any]]:
+    """``race(n, work)``: n threads calling ``work(i)`` at once; their results or exceptions, in thread order."""
+    return _race

@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import threading
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -51,25 +49,6 @@ def overwrite(store: ObjectStore, key: str, data: bytes) -> None:
     """Change an object behind the registry's back (bit rot, a bad manual copy)."""
     store.delete(key)
     store.put_new(key, data)
-
-
-def race(n: int, work: Callable[[int], Any]) -> list[Any]:
-    barrier = threading.Barrier(n)
-    results: list[Any] = [None] * n
-
-    def run(i: int) -> None:
-        barrier.wait()
-        try:
-            results[i] = work(i)
-        except Exception as err:  # collected and asserted on by the caller
-            results[i] = err
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results
 
 
 def actions(reg: Registry) -> list[tuple[str, str]]:
@@ -154,7 +133,7 @@ def test_version_ids_sort_numerically(registry: Registry, store: ObjectStore) ->
     ]
 
 
-def test_concurrent_writers_get_distinct_version_ids(registry: Registry) -> None:
+def test_concurrent_writers_get_distinct_version_ids(registry: Registry, race) -> None:
     outcome = race(3, lambda i: registry.create_version({f"file-{i}.bin": bytes([i])}, manifest()).version)
     assert sorted(outcome) == ["v1", "v2", "v3"]
     for i, version in enumerate(outcome):  # each writer's files ended up in the version it was given
@@ -380,7 +359,7 @@ def test_promotion_with_expected_etag_none_only_succeeds_when_there_is_no_champi
         registry.promote("v2", reason="thought there was none", expected_etag=None)
 
 
-def test_two_threads_promoting_from_the_same_etag_exactly_one_wins(registry: Registry) -> None:
+def test_two_threads_promoting_from_the_same_etag_exactly_one_wins(registry: Registry, race) -> None:
     for content in (b"1", b"2", b"3"):
         add_version(registry, content)
     registry.promote("v1", reason="first")
@@ -396,7 +375,7 @@ def test_two_threads_promoting_from_the_same_etag_exactly_one_wins(registry: Reg
     assert actions(registry) == [("promote", "v1"), ("promote", winners[0])]
 
 
-def test_concurrent_history_appends_are_all_kept(registry: Registry) -> None:
+def test_concurrent_history_appends_are_all_kept(registry: Registry, race) -> None:
     add_version(registry)
     race(4, lambda i: [registry.record("note", "v1", f"writer {i} entry {j}") for j in range(3)])
     reasons = sorted(e.reason for e in registry.history())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import socket
-import threading
 import urllib.request
 from collections.abc import Callable
 from typing import Any
@@ -24,26 +23,6 @@ from skillgraft.store.base import (
     StoreUnreachable,
 )
 from skillgraft.store.s3 import S3Store
-
-
-def race(n: int, work: Callable[[int], Any]) -> list[Any]:
-    """Run ``work(i)`` in n threads released together; each result or raised exception, in thread order."""
-    barrier = threading.Barrier(n)
-    results: list[Any] = [None] * n
-
-    def run(i: int) -> None:
-        barrier.wait()
-        try:
-            results[i] = work(i)
-        except Exception as err:  # collected and asserted on by the caller
-            results[i] = err
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results
 
 
 # --- both backends --------------------------------------------------------------------------------------------------
@@ -153,7 +132,7 @@ def test_keys_rejects_prefixes_that_leave_the_store(store: ObjectStore, prefix: 
         store.keys(prefix)
 
 
-def test_two_threads_racing_replace_if_on_the_same_etag_exactly_one_wins(store: ObjectStore) -> None:
+def test_two_threads_racing_replace_if_on_the_same_etag_exactly_one_wins(store: ObjectStore, race) -> None:
     for round_ in range(8):
         key = f"race/{round_}.json"
         store.put_new(key, b"start")
@@ -163,7 +142,7 @@ def test_two_threads_racing_replace_if_on_the_same_etag_exactly_one_wins(store: 
         assert store.get(key) == f"writer-{outcome.index(True)}".encode()
 
 
-def test_threads_racing_put_new_exactly_one_wins(store: ObjectStore) -> None:
+def test_threads_racing_put_new_exactly_one_wins(store: ObjectStore, race) -> None:
     outcome = race(3, lambda i: store.put_new("race/new.json", f"writer-{i}".encode()))
     winners = [i for i, r in enumerate(outcome) if r is None]
     assert len(winners) == 1 and all(isinstance(r, KeyExists) for r in outcome if r is not None), outcome
