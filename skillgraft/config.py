@@ -33,6 +33,11 @@ class SkillgraftConfig(BaseModel):
     store: str = DEFAULT_STORE
     model: str = "demo"
     base: str = Field("builtin:demo-llama", description="hub id, local directory, .gguf file or builtin:demo-llama")
+    credentials_block: str | None = Field(
+        None,
+        description="Prefect block with S3 credentials, '<block-type>/<name>' (aws-credentials/prod, "
+        "minio-credentials/lab); used by the flows instead of the AWS chain. None: the standard AWS chain",
+    )
     gguf_file: str | None = None
     trust_remote_code: bool = False
     recipe: Recipe = Field(default_factory=SAProj)

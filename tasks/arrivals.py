@@ -26,8 +26,9 @@ from pydantic import BaseModel, Field
 
 from skillgraft.config import SkillgraftConfig
 from skillgraft.names import InvalidName, check_name
-from skillgraft.store import KeyExists, KeyNotFound, ObjectStore, open_store
+from skillgraft.store import KeyExists, KeyNotFound, ObjectStore
 from tasks.events import DATA_ARRIVED, model_resource
+from tasks.storage import store_for
 
 INCOMING = "incoming/"
 ANNOUNCED = "announced"
@@ -137,13 +138,13 @@ def unannounced(store: ObjectStore, model: str) -> list[Arrival]:
 
 @task(name="scan-landing-zone", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
 def scan(cfg: SkillgraftConfig) -> list[Arrival]:
-    return unannounced(open_store(cfg.store), cfg.model)
+    return unannounced(store_for(cfg), cfg.model)
 
 
 @task(name="announce", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 10, 30])
 def announce_arrival(cfg: SkillgraftConfig, arrival: Arrival) -> Arrival | None:
     """Announce one found file; None when it left the landing zone meanwhile (a retrain took it: nothing to say)."""
     try:
-        return announce(open_store(cfg.store), arrival.task, arrival.key, cfg.model, source="watch")
+        return announce(store_for(cfg), arrival.task, arrival.key, cfg.model, source="watch")
     except KeyNotFound:
         return None

@@ -19,7 +19,7 @@ from skillgraft.evaluate import RegressionReport
 from skillgraft.gate import Decision
 from skillgraft.refs import BatchRef
 from skillgraft.registry import Registry
-from skillgraft.store import open_store
+from tasks.storage import store_for
 from tasks import review
 from tasks.events import (
     CANDIDATE_TRAINED,
@@ -37,7 +37,7 @@ _STORE_RETRIES = dict(retries=2, retry_delay_seconds=[2, 10])
 
 @task(name="register-model", cache_policy=NO_CACHE, **_STORE_RETRIES)
 def register_model(cfg: SkillgraftConfig) -> None:
-    steps.ensure_model(open_store(cfg.store), cfg)
+    steps.ensure_model(store_for(cfg), cfg)
 
 
 class Ingested(BaseModel):
@@ -50,7 +50,7 @@ class Ingested(BaseModel):
 @task(name="validate-and-accept", cache_policy=NO_CACHE, **_STORE_RETRIES)
 def ingest(cfg: SkillgraftConfig, task_name: str | None) -> Ingested:
     """Validate every file in the landing zone (GX); accept good ones as batches, quarantine the rest."""
-    intake = Intake(open_store(cfg.store))
+    intake = Intake(store_for(cfg))
     results: list[IngestResult] = intake.ingest(task_name)
     rows = []
     accepted: list[BatchRef] = []
@@ -85,7 +85,7 @@ def ingest(cfg: SkillgraftConfig, task_name: str | None) -> Ingested:
 
 @task(name="fine-tune", cache_policy=NO_CACHE)
 def fine_tune(cfg: SkillgraftConfig, batches: list[BatchRef], bootstrap: bool) -> steps.CandidateInfo:
-    cand = steps.train_candidate(open_store(cfg.store), cfg, batches, bootstrap=bootstrap)
+    cand = steps.train_candidate(store_for(cfg), cfg, batches, bootstrap=bootstrap)
     # the loss curve as a PNG data URL inside the markdown: the UI renders it inline (checked in a real browser); an
     # image artifact renders it too, but prints the whole data URL beside it
     title = f"{cfg.model} {cand.candidate.version} ({cand.recipe})"
@@ -104,7 +104,7 @@ def fine_tune(cfg: SkillgraftConfig, batches: list[BatchRef], bootstrap: bool) -
 
 @task(name="regression-suite", cache_policy=NO_CACHE)
 def regression_suite(cfg: SkillgraftConfig, cand: steps.CandidateInfo) -> RegressionReport:
-    report = steps.evaluate_candidate(open_store(cfg.store), cfg, cand)
+    report = steps.evaluate_candidate(store_for(cfg), cfg, cand)
     limit = cfg.gate.max_drop
     table = [
         {
@@ -123,7 +123,7 @@ def regression_suite(cfg: SkillgraftConfig, cand: steps.CandidateInfo) -> Regres
 
 @task(name="gate", cache_policy=NO_CACHE, **_STORE_RETRIES)
 def gate(cfg: SkillgraftConfig, cand: steps.CandidateInfo, report: RegressionReport) -> Decision:
-    store = open_store(cfg.store)
+    store = store_for(cfg)
     decision = steps.gate(store, cfg, cand, report)
     version = cand.candidate.version
     where = steps.version_location(store, cfg.model, version)
@@ -141,7 +141,7 @@ def gate(cfg: SkillgraftConfig, cand: steps.CandidateInfo, report: RegressionRep
 
 @task(name="promote", cache_policy=NO_CACHE, **_STORE_RETRIES)
 def promote(cfg: SkillgraftConfig, cand: steps.CandidateInfo, decision: Decision) -> steps.PromotionResult:
-    result = steps.promote(open_store(cfg.store), cfg, cand, decision)
+    result = steps.promote(store_for(cfg), cfg, cand, decision)
     if result.promoted:
         emit_event(MODEL_PROMOTED, resource=model_resource(cfg.model),
                    payload={"version": result.champion, "previous": result.previous, "reasons": decision.reasons})  # fmt: skip
@@ -153,14 +153,14 @@ def promote(cfg: SkillgraftConfig, cand: steps.CandidateInfo, decision: Decision
 
 @task(name="reject", cache_policy=NO_CACHE, **_STORE_RETRIES)
 def reject(cfg: SkillgraftConfig, cand: steps.CandidateInfo, decision: Decision) -> None:
-    steps.reject(open_store(cfg.store), cfg, cand, decision)
+    steps.reject(store_for(cfg), cfg, cand, decision)
     emit_event(MODEL_REJECTED, resource=model_resource(cfg.model),
                payload={"version": cand.candidate.version, "champion": decision.champion, "reasons": decision.reasons})  # fmt: skip
 
 
 @task(name="post-promotion-check", cache_policy=NO_CACHE)
 def post_promotion_check(cfg: SkillgraftConfig, version: str, previous: str | None) -> steps.CheckResult:
-    check = steps.post_promotion_check(open_store(cfg.store), cfg, version)
+    check = steps.post_promotion_check(store_for(cfg), cfg, version)
     create_markdown_artifact(review.post_check_markdown(check, previous), key=artifact_key(cfg.model, "post-check"),
                              description=f"Post-promotion check of {version}: {'passed' if check.ok else 'FAILED'}")  # fmt: skip
     return check
@@ -168,7 +168,7 @@ def post_promotion_check(cfg: SkillgraftConfig, version: str, previous: str | No
 
 @task(name="rollback", cache_policy=NO_CACHE, **_STORE_RETRIES)
 def rollback(cfg: SkillgraftConfig, check: steps.CheckResult, to: str) -> str:
-    pointer = steps.auto_rollback(open_store(cfg.store), cfg, check, to)
+    pointer = steps.auto_rollback(store_for(cfg), cfg, check, to)
     reason = pointer.reason
     emit_event(MODEL_ROLLED_BACK, resource=model_resource(cfg.model),
                payload={"from": check.version, "to": pointer.version, "reason": reason})  # fmt: skip

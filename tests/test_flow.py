@@ -153,3 +153,24 @@ def test_corrupted_champion_fails_the_post_promotion_check_and_is_rolled_back(bo
     assert [h.action for h in reg.history()][-2:] == ["promote", "rollback"]
     assert "post-promotion check" in reg.history()[-1].reason
     assert "demo-rollback" in artifacts_of(run_id)
+
+
+def test_flows_take_s3_credentials_from_a_prefect_block(harness, s3_endpoint, s3_bucket, monkeypatch):
+    from prefect_aws import AwsClientParameters, AwsCredentials
+
+    from skillgraft.config import SkillgraftConfig
+    from skillgraft.store.s3 import S3Store
+    from tasks.storage import store_for
+
+    AwsCredentials(
+        aws_access_key_id="block-key", aws_secret_access_key="block-secret", region_name="us-east-1",
+        aws_client_parameters=AwsClientParameters(endpoint_url=s3_endpoint),
+    ).save("skillgraft-test", overwrite=True)  # fmt: skip
+    for var in ("SKILLGRAFT_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(var, raising=False)  # the endpoint must come from the block
+    store = store_for(SkillgraftConfig(store=f"s3://{s3_bucket}/team", credentials_block="aws-credentials/skillgraft-test"))
+    assert isinstance(store, S3Store) and store.endpoint == s3_endpoint
+    store.put_new("hello.txt", b"from the block")
+    assert store.get("hello.txt") == b"from the block"
+    with pytest.raises(ValueError, match="not s3://"):
+        store_for(SkillgraftConfig(store="/tmp/x", credentials_block="aws-credentials/skillgraft-test"))

@@ -117,9 +117,10 @@ class S3Store:
         self._bucket_seen = False  # set once any bucket-scoped call succeeded: a later 404 is about a key
 
     @classmethod
-    def from_url(cls, url: str, *, region: str | None = None) -> S3Store:
+    def from_url(cls, url: str, *, region: str | None = None, client: Any | None = None) -> S3Store:
         """``s3://bucket/optional/prefix``; the endpoint comes from ``SKILLGRAFT_S3_ENDPOINT_URL`` or
-        ``AWS_ENDPOINT_URL`` (unset: AWS itself), credentials from the standard AWS chain."""
+        ``AWS_ENDPOINT_URL`` (unset: AWS itself), credentials from the standard AWS chain — unless ``client`` (a
+        configured boto3 S3 client, e.g. from a Prefect credentials block) is given, which brings its own."""
         parts = urlsplit(url)
         if "@" in parts.netloc:  # never echo it: the part before '@' is likely a key or a secret
             raise StoreError(
@@ -129,6 +130,8 @@ class S3Store:
             )
         if parts.scheme != "s3" or not parts.netloc:
             raise StoreError(f"not an S3 store URL: {url!r}; expected s3://<bucket>/<prefix>")
+        if client is not None:
+            return cls(parts.netloc, parts.path, client=client)
         endpoint = next((os.environ[v] for v in ENDPOINT_ENV_VARS if os.environ.get(v)), None)
         return cls(parts.netloc, parts.path, endpoint_url=endpoint, region=region)
 
