@@ -87,6 +87,25 @@ def _log_tail(path: Path, lines: int = 60) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(no log)"
 
 
+def drain_event_workers() -> None:
+    """Send what this process's Prefect events workers still hold, and stop them.
+
+    A worker bound to this server's API would otherwise outlive the server, and a later ``prefect_test_harness``
+    (tests/test_flow.py) drains every worker on exit — retrying against a closed port for ever.
+    """
+    import inspect
+
+    from prefect.events.worker import EventsWorker
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    async def drain() -> None:
+        result = EventsWorker.drain_all()
+        if inspect.isawaitable(result):
+            await result
+
+    run_coro_as_sync(drain())
+
+
 @pytest.fixture(scope="package")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
@@ -120,6 +139,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         started = True
         with temporary_settings(updates={PREFECT_API_URL: api, PREFECT_HOME: str(home)}):
             yield Service(api=api, ui=ui, root=root, store=root / "store", config=config, log=log)
+            drain_event_workers()  # while the server still answers: see drain_event_workers
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
