@@ -37,7 +37,6 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="retrain steps (default: the config default)")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as tmp:
         store = LocalStore(tmp)
         cfg = SkillgraftConfig(store=tmp, model=demo.MODEL_NAME, base=demo.BASE_SOURCE)
