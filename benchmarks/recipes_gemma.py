@@ -9,7 +9,7 @@ Writes benchmarks/results/recipes_gemma.{json,md}. No bootstrap: the pretrained 
 base itself (parent None), with the same steps, learning rate, seed and data for each recipe. The new task is
 ``count`` (how many words are in a short list; answer a number), generated deterministically and taken through
 ``Intake.accept_examples``. The old skills are held-out probes written here (opposites, capitals, plural nouns; answers
-of one token, exact match): the base model was never taught them by skillgraft, so the registry
+scored on the first word of a 4-token greedy continuation, metric ``first_word``): the base model was never taught them by skillgraft, so the registry
 knows no old task and ``steps.evaluate_candidate`` would score only ``count``; this script therefore scores the
 candidate against the base with the same ``run_suite`` call as ``evaluate_candidate``, adding the old probes as old
 tasks (so the number-token-mass and KL probes run on the old prompts), stores metrics.json the same way, and then runs
@@ -115,13 +115,12 @@ OLD_PROBES = {
 }
 
 
-def old_tasks(tokenizer, cap: int) -> list[EvalTask]:
-    """The old-skill probes, keeping answers that are one token (so max_new_tokens=1 scores them exactly)."""
-    out = []
-    for name, make in OLD_PROBES.items():
-        pairs = [(p, a) for p, a in make() if len(tokenizer(" " + a, add_special_tokens=False)["input_ids"]) == 1]
-        out.append(EvalTask(name, "exact_match", 1, [Example(prompt=p, answer=a) for p, a in pairs[:cap]]))
-    return out
+def old_tasks(cap: int, max_new_tokens: int) -> list[EvalTask]:
+    """The old-skill probes, scored with the ``first_word`` metric: the first word of a short greedy continuation
+    (punctuation stripped) must be the answer, so "cold." and " cold, and" both count, and a candidate that opens
+    with a bare space token before the word is not marked wrong for the space alone."""
+    return [EvalTask(name, "first_word", max_new_tokens, [Example(prompt=p, answer=a) for p, a in make()[:cap]])
+            for name, make in OLD_PROBES.items()]  # fmt: skip
 
 
 # --- the model --------------------------------------------------------------------------------------------------------
@@ -177,6 +176,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, nargs="+", default=[2e-4], help="one row per recipe and learning rate")
     ap.add_argument("--rows", type=int, default=300, help="generated count examples (≈ 20%% held out)")
     ap.add_argument("--eval-cap", type=int, default=48, help="eval examples per task")
+    ap.add_argument("--old-tokens", type=int, default=4, help="greedy tokens generated for an old-skill probe")
     ap.add_argument("--probe-prompts", type=int, default=16, help="old prompts per old task for the drift probes")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--note", default="", help="free text about the machine, kept in the results")
@@ -203,8 +203,7 @@ def main() -> None:
         intake = Intake(store)
         intake.register_task(COUNT)
         batch = intake.accept_examples("count", counting(args.rows, seed=0), "count-0.jsonl")
-        tokenizer = steps.resolve_base(cfg.base).tokenizer
-        olds = old_tasks(tokenizer, args.eval_cap)
+        olds = old_tasks(args.eval_cap, args.old_tokens)
         rows, base_scores, total = [], None, None
 
         def write(rows: list[dict]) -> dict:
@@ -216,6 +215,7 @@ def main() -> None:
                           "load_seconds": round(load_s, 1)},
                 "base": base_scores,
                 "eval_n": {t.name: len(t.examples) for t in olds} | {"count": len(intake.eval_set("count")[: args.eval_cap])},
+                "old_tokens": args.old_tokens,
                 "train_examples": len(intake.load_split(batch, "train")),
                 "train": cfg.train.model_dump(exclude={"progress"}),
                 "gate": cfg.gate.model_dump(),
@@ -261,7 +261,7 @@ def main() -> None:
                 "decision": dec.verdict,
                 "reasons": [r for r in dec.reasons if r.startswith("FAIL")],
                 "seconds_total": round(time.perf_counter() - t, 1),
-                # what the candidate answered on the first old prompts (exact match needs the answer word itself)
+                # what the candidate answered on the first old prompts (first_word: the first word must be the answer)
                 "old_samples": {r.task: [s[1] for s in rep.candidate_scores[r.task].samples[:3]] for r in rep.rows
                                 if not r.new},
             }
@@ -290,7 +290,7 @@ def markdown(result: dict) -> str:
         f"Command: `{result['command']}`  \nMachine: {result['machine']}  \n"
         f"Model: {m['gguf']} ({m['model_type']}, {result['total_parameters']:,} parameters, dequantised to fp32; "
         f"load {m['load_seconds']:.0f}s). No bootstrap: every candidate is trained from the base and compared with it.  \n"
-        f"Base scores (exact match): {base}.  \n"
+        f"Base scores (count: exact match; old skills: first word of {result.get('old_tokens', 1)} greedy tokens): {base}.  \n"
         f"Train: {result['train_examples']} `count` examples, {t['steps']} steps, batch "
         f"{t['batch_size']}, seed {t['seed']}, replay 0, bf16 off; gate min_gain {result['gate']['min_gain']}, "
         f"max_drop {result['gate']['max_drop']}. Whole run {result['wall_seconds'] / 60:.1f} min.\n\n"

@@ -39,7 +39,11 @@ class TaskSpec(BaseModel):
         "text", description="text: free text; label: one of `labels`; number: a decimal number such as 42 or -3.5"
     )
     labels: list[str] | None = Field(None, description="the allowed answers; required iff answer_type is 'label'")
-    metric: Literal["exact_match"] = "exact_match"
+    metric: Literal["exact_match", "first_word"] = Field(
+        "exact_match",
+        description="exact_match: the whole answer, whitespace-normalised; first_word: the answer's first word "
+        "(punctuation stripped), for one-word answers from models that go on talking",
+    )
     eval_fraction: float = Field(
         0.2,
         description="share of prompts held out for evaluation (by prompt hash, so the same prompt always "

@@ -14,6 +14,7 @@ Args:
     references (list of str): expected answers.
 Returns:
     exact_match (float): mean of per-example matches, in [0, 1].
+    matches (list of int): 1 where the prediction matches its reference, else 0 (same order as the inputs).
 """
 
 
@@ -34,5 +35,5 @@ class ExactMatch(evaluate.Metric):
         )
 
     def _compute(self, predictions, references):
-        matches = [float(_norm(p) == _norm(r)) for p, r in zip(predictions, references)]
-        return {"exact_match": sum(matches) / len(matches) if matches else 0.0}
+        matches = [int(_norm(p) == _norm(r)) for p, r in zip(predictions, references)]
+        return {"exact_match": sum(matches) / len(matches) if matches else 0.0, "matches": matches}
