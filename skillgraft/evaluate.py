@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, Field
 
+from skillgraft.vision import ImageExample, batch_inputs, require_processor, text_tokenizer
 from skillgraft.probe import (
     BiasProbe,
     answer_token_ids,
@@ -36,6 +37,8 @@ __all__ = [
     "number_mass",
     "number_token_ids",
     "predict",
+    "predict_examples",
+    "predict_images",
     "run_suite",
     "score_task",
 ]
@@ -147,6 +150,7 @@ def _device_of(model: torch.nn.Module) -> torch.device:
 @torch.no_grad()
 def predict(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 64) -> list[str]:
     """Greedy completions of ``prompts`` (left padding, batched); special tokens stripped."""
+    tokenizer = text_tokenizer(tokenizer)
     model.eval()
     device = _device_of(model)
     side = tokenizer.padding_side
@@ -166,15 +170,54 @@ def predict(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, batch
     return [normalise(o) for o in out]
 
 
+@torch.no_grad()
+def predict_images(model, processor, examples: Sequence[ImageExample], max_new_tokens: int, batch_size: int = 16) -> list[str]:
+    """Greedy completions of image + prompt examples through the model's processor (left padding, batched)."""
+    model.eval()
+    device = _device_of(model)
+    tok = processor.tokenizer
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    model_type = getattr(model.config, "model_type", "model")
+    out: list[str] = []
+    for i in range(0, len(examples), batch_size):
+        enc = batch_inputs(processor, model_type, examples[i : i + batch_size], device)
+        gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad,
+                             eos_token_id=tok.eos_token_id)  # fmt: skip
+        out.extend(tok.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True))
+    return [normalise(o) for o in out]
+
+
+def predict_examples(model, tokenizer, examples: Sequence, max_new_tokens: int, batch_size: int = 64) -> list[str]:
+    """Greedy completions of examples in order: text prompts through the tokenizer, :class:`ImageExample` objects
+    (prompt + image) through the processor (``tokenizer`` must then be the model's processor)."""
+    model_type = getattr(getattr(model, "config", None), "model_type", "model")
+    require_processor(tokenizer, model_type, examples)
+    text = [i for i, ex in enumerate(examples) if not isinstance(ex, ImageExample)]
+    pictured = [i for i, ex in enumerate(examples) if isinstance(ex, ImageExample)]
+    preds: list[str] = [""] * len(examples)
+    if text:
+        for i, p in zip(text, predict(model, tokenizer, [examples[i].prompt for i in text], max_new_tokens, batch_size)):
+            preds[i] = p
+    if pictured:
+        got = predict_images(model, tokenizer, [examples[i] for i in pictured], max_new_tokens, min(batch_size, 16))
+        for i, p in zip(pictured, got):
+            preds[i] = p
+    return preds
+
+
 def score_task(model, tokenizer, task: EvalTask, batch_size: int = 64) -> TaskScore:
-    """Score one task: greedy predictions, the metric computed by its `evaluate` module, per-example matches kept."""
+    """Score one task: greedy predictions, the metric computed by its `evaluate` module, per-example matches kept.
+
+    Examples with images (:class:`~skillgraft.vision.ImageExample`) need the model's processor as ``tokenizer``.
+    """
     prompts = [ex.prompt for ex in task.examples]
     refs = [normalise(ex.answer) for ex in task.examples]
     if not prompts:
         raise ValueError(f"task {task.name!r} has no eval examples: it can't be regression-tested")
-    preds = predict(model, tokenizer, prompts, task.max_new_tokens, batch_size)
-    value = float(load_metric(task.metric).compute(predictions=preds, references=refs)[task.metric])
-    correct = [int(p == r) for p, r in zip(preds, refs)]
+    preds = predict_examples(model, tokenizer, task.examples, task.max_new_tokens, batch_size)
+    result = load_metric(task.metric).compute(predictions=preds, references=refs)
+    value = float(result[task.metric])
+    correct = [int(m) for m in result["matches"]]  # per example, as the metric itself judged it
     return TaskScore(
         task=task.name, metric=task.metric, score=value, n=len(refs), correct=correct,
         samples=list(zip(prompts, preds, refs))[:5],
@@ -187,7 +230,9 @@ def run_suite(
 ) -> RegressionReport:  # fmt: skip
     """Score champion and candidate on every task; probe drift on up to ``probe_prompts`` prompts of each old task.
 
-    The answer-token probe uses the token ids of the new tasks' answers (those of their eval examples).
+    The answer-token probe uses the token ids of the new tasks' answers (those of their eval examples). ``tokenizer``
+    is the model's processor when tasks have images; the drift probes read the text-only prompts of old tasks (an
+    old task whose examples all carry images is scored, but not probed).
     """
     rows: list[SuiteRow] = []
     champ_scores: dict[str, TaskScore] = {}
@@ -200,12 +245,13 @@ def run_suite(
     # the drift probe reads old tasks whose right answers are not numbers: on a numeric old task (count), mass on
     # number tokens is the skill, not drift
     probed = [t for t in tasks if not t.new and not numeric_answers(t.examples)]
-    old_prompts = [ex.prompt for t in probed for ex in list(t.examples)[:probe_prompts]]
+    old_prompts = [ex.prompt for t in probed for ex in [e for e in t.examples if not isinstance(e, ImageExample)][:probe_prompts]]
     answers = [ex.answer for t in tasks if t.new for ex in t.examples]
     probe = None
+    text_tok = text_tokenizer(tokenizer)
     if old_prompts:
         probe = measure(
-            champion, candidate, tokenizer, old_prompts, answer_ids=answer_token_ids(tokenizer, answers),
+            champion, candidate, text_tok, old_prompts, answer_ids=answer_token_ids(text_tok, answers),
             steps=probe_steps, batch_size=batch_size,
         )  # fmt: skip
     return RegressionReport(

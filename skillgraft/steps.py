@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from skillgraft import demo
 from skillgraft.config import SkillgraftConfig
-from skillgraft.data import Intake
+from skillgraft.data import Intake, images
 from skillgraft.evaluate import EvalTask, RegressionReport, run_suite, score_task
 from skillgraft.gate import Decision, decide
 from skillgraft.models import (
@@ -34,6 +34,7 @@ from skillgraft.refs import BaseRef, BatchRef, Manifest, VersionRef
 from skillgraft.registry import BaseMismatch, ChampionPointer, PromotionConflict, Registry
 from skillgraft.store import ObjectStore
 from skillgraft.train import fine_tune, mix_replay
+from skillgraft.vision import ImageExample
 
 log = logging.getLogger(__name__)
 
@@ -163,15 +164,17 @@ def train_candidate(store: ObjectStore, cfg: SkillgraftConfig, batches: list[Bat
     new_tasks = sorted({b.task for b in batches})
     loaded = load_version(reg, parent)
     parent_state = {k: v.detach().clone() for k, v in loaded.model.state_dict().items()}
-    train = [ex for b in batches for ex in intake.load_split(b, "train")]
-    old = [ex for t in known if t not in new_tasks for b in intake.batches(t) for ex in intake.load_split(b, "train")]
+    train = [ex for b in batches for ex in with_images(intake, b.task, intake.load_split(b, "train"))]
+    old = [ex for t in known if t not in new_tasks for b in intake.batches(t)
+           for ex in with_images(intake, t, intake.load_split(b, "train"))]  # fmt: skip
     recipe = cfg.bootstrap_recipe if bootstrap else cfg.recipe
     tcfg = cfg.bootstrap_train if bootstrap else cfg.train
     mix = mix_replay(train, old, 0.0 if bootstrap else cfg.replay, tcfg.seed)
     log.info("training %s on %d examples (%d new, %d replayed) with recipe %s", cfg.model, len(mix), len(train),
              len(mix) - len(train), recipe.kind)  # fmt: skip
     watch = tcfg.drift_watch  # drift watch: probe on old-task prompts spread over every old task
-    probe = [ex.prompt for ex in old[:: max(1, len(old) // watch.prompts)]] if watch is not None else []
+    old_text = [ex for ex in old if not isinstance(ex, ImageExample)]  # the probes read text-only prompts
+    probe = [ex.prompt for ex in old_text[:: max(1, len(old_text) // watch.prompts)]] if watch is not None else []
     tuned = fine_tune(loaded.model, loaded.tokenizer, mix, recipe, tcfg, probe_prompts=probe, new_examples=train)
     log.info("%s", tuned.selection.summary())
     delta = extract_delta(parent_state, tuned.model.state_dict())
@@ -190,12 +193,19 @@ def train_candidate(store: ObjectStore, cfg: SkillgraftConfig, batches: list[Bat
     )  # fmt: skip
 
 
+def with_images(intake: Intake, task: str, examples: list) -> list:
+    """``examples`` with every one that references an image made an :class:`ImageExample` holding the decoded
+    image (read from the task's content-addressed images, checked against its sha256)."""
+    return [ImageExample(ex.prompt, ex.answer, images.decode(intake.load_image(task, ex.image)), ex.image)
+            if ex.image is not None else ex for ex in examples]  # fmt: skip
+
+
 def suite_tasks(store: ObjectStore, tasks: list[str], new_tasks: list[str], cap: int | None) -> list[EvalTask]:
     intake = Intake(store)
     out = []
     for t in tasks:
         spec = intake.task_spec(t)
-        examples = intake.eval_set(t)
+        examples = with_images(intake, t, intake.eval_set(t)[:cap] if cap else intake.eval_set(t))
         out.append(EvalTask(name=t, metric=spec.metric, max_new_tokens=spec.max_new_tokens,
                             examples=examples[:cap] if cap else examples, new=t in new_tasks))  # fmt: skip
     return out

@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, Field, model_validator
@@ -31,6 +31,7 @@ from skillgraft.probe import (
 )
 from skillgraft.recipes import Recipe, Selection, apply_recipe, count_parameters, finish
 from skillgraft.refs import DriftCurve, DriftPoint, TrainingRecord
+from skillgraft.vision import ImageExample, VisionError, encode_image_example, require_processor, text_tokenizer
 
 
 class DriftWatch(BaseModel):
@@ -92,13 +93,18 @@ class MultimodalExample:
     of shape (1, 3, H, W); Qwen2-VL: ``pixel_values`` of shape (patches, dim) and ``image_grid_thw`` (1, 3)); a batch
     concatenates them along dim 0. ``token_inputs`` holds per-token inputs aligned with the tokenized prompt (special
     tokens included), e.g. Qwen2-VL's ``mm_token_type_ids``; they are 0 over the answer and the padding. The prompt
-    must already hold the model's image placeholder tokens, as many as the image yields, as the processor writes them.
+    must already hold the model's image placeholder tokens, as many as the image yields, as the processor writes them;
+    or give ``prompt_ids``, the prompt as the processor tokenized it (special tokens included), used as they are.
+
+    :func:`fine_tune` builds these itself from :class:`~skillgraft.vision.ImageExample` objects when it is given the
+    model's processor. Examples with and without model inputs may be mixed (text-only replay beside image examples).
     """
 
     prompt: str
     answer: str
     inputs: Mapping[str, torch.Tensor]
     token_inputs: Mapping[str, Sequence[int]] = field(default_factory=dict)
+    prompt_ids: Sequence[int] | None = None
 
 
 @dataclass
@@ -117,12 +123,13 @@ def resolve_device(choice: str) -> torch.device:
     return torch.device(choice)
 
 
-def encode(tokenizer, prompt: str, answer: str, max_length: int) -> Encoded:
+def encode(tokenizer, prompt: str, answer: str, max_length: int, prompt_ids: Sequence[int] | None = None) -> Encoded:
     """``<bos> prompt answer <eos>`` with labels only on ``answer <eos>``.
 
-    Prompt and answer are tokenized separately so the boundary is exact whatever the tokenizer.
+    Prompt and answer are tokenized separately so the boundary is exact whatever the tokenizer. ``prompt_ids``: the
+    prompt already tokenized (by a processor), used as given.
     """
-    p = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    p = list(prompt_ids) if prompt_ids is not None else tokenizer(prompt, add_special_tokens=True)["input_ids"]
     a = tokenizer(" " + answer if not answer.startswith(" ") else answer, add_special_tokens=False)["input_ids"]
     eos = tokenizer.eos_token_id
     if eos is None:
@@ -148,12 +155,14 @@ def collate(batch: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
         labels[i, :n] = torch.tensor(e.labels)
         mask[i, :n] = 1
     out = {"input_ids": ids, "labels": labels, "attention_mask": mask}
-    if batch[0].inputs is not None:
-        out |= {key: torch.cat([e.inputs[key] for e in batch]) for key in batch[0].inputs}
-    for key in batch[0].token_inputs or ():
+    with_inputs = [e for e in batch if e.inputs]
+    if with_inputs:  # examples without inputs (text only) add nothing: the model places features by placeholder
+        out |= {key: torch.cat([e.inputs[key] for e in with_inputs]) for key in with_inputs[0].inputs}
+    for key in {k for e in batch for k in e.token_inputs or ()}:
         values = torch.zeros((len(batch), width), dtype=torch.long)
         for i, e in enumerate(batch):
-            values[i, : len(e.input_ids)] = torch.tensor(e.token_inputs[key])
+            if e.token_inputs and key in e.token_inputs:
+                values[i, : len(e.input_ids)] = torch.tensor(e.token_inputs[key])
         out[key] = values
     return out
 
@@ -162,7 +171,7 @@ def _encode_all(tokenizer, examples: Sequence, max_length: int) -> list[Encoded]
     encoded = []
     keys: set[frozenset[str]] = set()
     for ex in examples:
-        e = encode(tokenizer, ex.prompt, ex.answer, max_length)
+        e = encode(tokenizer, ex.prompt, ex.answer, max_length, getattr(ex, "prompt_ids", None))
         if isinstance(ex, MultimodalExample):
             e.inputs = dict(ex.inputs)
             prompt_len = next(i for i, t in enumerate(e.labels) if t != -100)
@@ -174,14 +183,28 @@ def _encode_all(tokenizer, examples: Sequence, max_length: int) -> list[Encoded]
                         f"(prompt starts {ex.prompt[:60]!r}): give one value per prompt token, special tokens included"
                     )
                 e.token_inputs[key] = list(values) + [0] * (len(e.input_ids) - prompt_len)
-        keys.add(frozenset(e.inputs or ()) | frozenset(f"token:{k}" for k in e.token_inputs or ()))
+        if e.inputs or e.token_inputs:
+            keys.add(frozenset(e.inputs or ()) | frozenset(f"token:{k}" for k in e.token_inputs or ()))
         encoded.append(e)
     if len(keys) > 1:
         raise TrainingError(
-            f"examples carry different model inputs ({sorted(sorted(k) for k in keys)}); every example of a run "
-            "must have the same (e.g. one image each), or none"
+            f"examples carry different model inputs ({sorted(sorted(k) for k in keys)}); every example with model "
+            "inputs must have the same kind (e.g. one image each, from one processor)"
         )
     return encoded
+
+
+def _prepare(tokenizer, model, examples: Sequence) -> tuple[Any, list]:
+    """(text tokenizer, examples) with every :class:`~skillgraft.vision.ImageExample` made into a
+    :class:`MultimodalExample` by the model's processor (``tokenizer`` is then that processor)."""
+    model_type = getattr(getattr(model, "config", None), "model_type", "model")
+    try:
+        require_processor(tokenizer, model_type, examples)
+    except VisionError as e:
+        raise TrainingError(str(e)) from None
+    out = [MultimodalExample(answer=ex.answer, **encode_image_example(tokenizer, model_type, ex))
+           if isinstance(ex, ImageExample) else ex for ex in examples]  # fmt: skip
+    return text_tokenizer(tokenizer), out
 
 
 @dataclass
@@ -334,6 +357,9 @@ def fine_tune(
     use_bf16 = cfg.bf16 if cfg.bf16 is not None else (device.type == "cuda" and torch.cuda.is_bf16_supported())
     if use_bf16 and device.type != "cuda":
         raise TrainingError("bf16 autocast is only used on CUDA here; set train.bf16: false on CPU")
+    processor = tokenizer
+    tokenizer, examples = _prepare(processor, model, examples)
+    new_examples = _prepare(processor, model, new_examples)[1] if new_examples else new_examples
     encoded = _encode_all(tokenizer, examples, cfg.max_length)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 

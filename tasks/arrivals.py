@@ -25,6 +25,7 @@ from prefect.events import Event
 from pydantic import BaseModel, Field
 
 from skillgraft.config import SkillgraftConfig
+from skillgraft.data.images import is_image_name
 from skillgraft.names import InvalidName, check_name
 from skillgraft.store import KeyExists, KeyNotFound, ObjectStore
 from tasks.events import DATA_ARRIVED, model_resource
@@ -121,9 +122,12 @@ def announce(
 
 
 def unannounced(store: ObjectStore, model: str) -> list[Arrival]:
-    """Files waiting in the landing zone that were never announced for ``model`` (in key order)."""
+    """Data files waiting in the landing zone that were never announced for ``model`` (in key order). Images in a
+    task's landing folder are not announced: they wait for the data file that references them."""
     out = []
     for key in store.keys(INCOMING):
+        if task_of(key) is not None and is_image_name(key):
+            continue
         try:
             arrival = _arrival(store, model, key, "watch")
         except KeyNotFound:  # ingested since the listing

@@ -24,3 +24,15 @@ def test_bias_probe_leaves_out_old_tasks_whose_right_answers_are_numbers(tokeniz
     report = run_suite(model, model, tokenizer, tasks, champion_label="v1", candidate_label="v2", probe_prompts=10)
     assert report.probe.prompts == len(letters)  # only the letter task's prompts were probed
     assert {r.task for r in report.rows} == {"first", "count", "sum"}
+
+
+def test_first_word_metric_scores_the_first_word_and_keeps_per_example_matches():
+    from skillgraft.evaluate import load_metric
+
+    got = load_metric("first_word").compute(
+        predictions=["cold.", " Paris, the capital", "", "«big» one", "5 apples", "Cold"],
+        references=["cold", "Paris", "x", "big", "5", "cold"],
+    )
+    assert got["matches"] == [1, 1, 0, 1, 1, 0] and got["first_word"] == pytest.approx(4 / 6)
+    exact = load_metric("exact_match").compute(predictions=["a  b", "cold."], references=["a b", "cold"])
+    assert exact["matches"] == [1, 0]

@@ -129,3 +129,19 @@ def test_text_only_prompts_through_a_vlm_language_model_train_predict_and_probe(
     probe = measure(start, out.model, TOK, [f"colour ? {c}" for c in "abcd"], answer_ids=TOK.convert_tokens_to_ids(list("abc")))
     assert probe.kl > 0.01 and 0 <= probe.champion <= 1 and probe.answer_delta is not None
     assert measure(start, start, TOK, ["colour ? a"]).kl == pytest.approx(0.0, abs=1e-6)
+
+
+def test_image_examples_given_to_a_text_model_stop_before_training_with_the_reason():
+    from PIL import Image
+
+    from skillgraft import demo
+    from skillgraft.train import TrainingError
+    from skillgraft.vision import ImageExample
+
+    tok = demo.build_tokenizer()
+    model = demo.build_model(tok)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    data = [ImageExample("first a b", "a", Image.new("RGB", (8, 8), "red"))] * 4
+    with pytest.raises(TrainingError, match="examples carry images but this llama model came with a text tokenizer"):
+        fine_tune(model, tok, data, SAProj(), TrainConfig(steps=2, progress=False))
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

@@ -4,6 +4,8 @@ Keys (the same on a local directory and on S3)::
 
     tasks/<task>/task.json                              the TaskSpec, written once
     incoming/<task>/<file>                              landing zone: files wait here to be ingested
+    incoming/<task>/<path>.png|.jpg|...                 images the landed data files reference (not data themselves)
+    tasks/<task>/images/<sha256>.<ext>                  accepted images, stored once by content (see data/images.py)
     tasks/<task>/batches/<batch-id>/train.jsonl         accepted, immutable; batch-id = sha256(file bytes)[:16]
                                    /eval.jsonl
                                    /source/<file>       the submitted bytes, unchanged
@@ -13,7 +15,7 @@ Keys (the same on a local directory and on S3)::
                                 /report.json, report.html
     quarantine/_invalid/<batch-id>/...                  files whose task folder is not a valid task name
 
-Ingesting a file always moves it out of the landing zone (copy, read back and compare, then delete): into a batch,
+Ingesting a data file always moves it out of the landing zone (copy, read back and compare, then delete): into a batch,
 into quarantine, or nowhere when the same bytes are already an accepted batch of the task (``duplicate``). A batch
 exists only once its ``batch.json`` is written; a half-written batch folder is completed by the next ingest.
 
@@ -34,7 +36,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from skillgraft.data.io import DataError, Record, UnsupportedFormat, file_format, read_records
+from skillgraft.data import images
+from skillgraft.data.io import MAX_ISSUES, DataError, ImageError, Record, UnsupportedFormat, file_format, read_records
 from skillgraft.data.spec import Example, TaskSpec
 from skillgraft.data.split import Side, assign_sides, example_key
 from skillgraft.data.validate import (
@@ -194,13 +197,58 @@ class Intake:
         new file lands as ``<stem>-<hash>.<ext>``. Raises :class:`UnknownTask` for a task that is not registered.
         """
         check_name("task", task)
-        self.task_spec(task)
+        spec = self.task_spec(task)
         path = Path(path)
         try:
             data = path.read_bytes()
         except OSError as e:
             raise IntakeError(f"cannot read {path}: {e.strerror or e}; nothing was submitted") from None
+        self._land_images(spec, path, data)  # first: a watcher that sees the data file finds its images there
         return self._land(task, safe_file_name(path.name), data)
+
+    def _land_images(self, spec: TaskSpec, path: Path, data: bytes) -> list[str]:
+        """Copy the images ``path`` references (relative to its folder) to ``incoming/<task>/<path>``, before the
+        data file lands; every image is checked first, so a missing or broken one stops the submission whole."""
+        try:
+            records = read_records(data, safe_file_name(path.name), answer_type=spec.answer_type)
+        except DataError:
+            return []  # unreadable: the file lands as it is and the intake quarantines it with the reasons
+        folder = path.parent.resolve()
+        wanted: dict[str, bytes] = {}
+        problems: list[str] = []
+        for rec in records:
+            ref = rec.example.image
+            if ref is None or ref in wanted:
+                continue
+            where = f"{path}:{rec.line}" if rec.unit == "line" else f"{path}: row {rec.line}"
+            try:
+                images.check_ref(ref)
+                if images.is_content_ref(ref) and self.store.exists(f"tasks/{spec.name}/{ref}"):
+                    continue  # an image the task already holds
+                local = (folder / ref).resolve()
+                if not local.is_relative_to(folder):
+                    raise images.ImageProblem(f"image path {ref!r} leads out of {folder}")
+                try:
+                    body = local.read_bytes()
+                except OSError as e:
+                    raise images.ImageProblem(f"image {ref!r} can't be read at {local}: {e.strerror or e}") from None
+                images.inspect(body)
+                wanted[ref] = body
+            except images.ImageProblem as e:
+                problems.append(f"{where}: field 'image': {e}")
+        if problems:
+            more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+            raise IntakeError("; ".join(problems[:5]) + more + "; nothing was submitted")
+        landed = []
+        for ref, body in wanted.items():
+            key = f"{INCOMING}/{spec.name}/{ref}"
+            if not self._put_same(key, body, clash_ok=True):
+                raise IntakeError(
+                    f"{key} already holds a different image, waiting for another data file; nothing was submitted: "
+                    "give this image another path, or ingest the waiting file first"
+                )
+            landed.append(key)
+        return landed
 
     def _land(self, task: str, file: str, data: bytes) -> str:
         stem, ext = os.path.splitext(file)
@@ -214,7 +262,16 @@ class Intake:
     def incoming(self, task: str | None = None) -> list[str]:
         """Keys waiting in the landing zone (of one task, or all)."""
         prefix = f"{INCOMING}/{check_name('task', task)}/" if task is not None else f"{INCOMING}/"
-        return list(self.store.keys(prefix))
+        return [k for k in self.store.keys(prefix) if not self._landed_image(k)]
+
+    @staticmethod
+    def _landed_image(key: str) -> bool:
+        """An image inside a task's landing folder: it waits for the data file that references it."""
+        return key.count("/") >= 2 and images.is_image_name(key)
+
+    def landed_images(self, task: str) -> list[str]:
+        """Image keys waiting in ``incoming/<task>/`` (taken by the data files that reference them)."""
+        return [k for k in self.store.keys(f"{INCOMING}/{check_name('task', task)}/") if self._landed_image(k)]
 
     def ingest(self, task: str | None = None) -> list[IngestResult]:
         """Ingest every file of the landing zone (of one task, or all)."""
@@ -256,24 +313,100 @@ class Intake:
         if self.store.exists(batch_dir + "batch.json"):
             return self._duplicate(key, task, file, data, batch_id)
 
-        report, records, sides = self._validate(spec, file, data, batch_id)
+        blobs: dict[str, bytes] = {}
+        report, records, sides = self._validate(spec, file, data, batch_id, self._landing_image_reader(task), blobs)
         if not report.success:
             return self._quarantine(key, task, task, file, data, report)
-        return self._accept(key, spec, file, data, batch_id, report, [r.example for r in records], sides)
+        return self._accept(key, spec, file, data, batch_id, report, [r.example for r in records], sides, blobs)
 
     def check(self, task: str, path: str | os.PathLike[str]) -> ValidationReport:
-        """Run the intake's checks on a local file without submitting it (nothing is written to the store)."""
-        data = Path(path).read_bytes()
-        file = safe_file_name(Path(path).name)
-        report, _, _ = self._validate(self.task_spec(task), file, data, batch_id_of(data))
+        """Run the intake's checks on a local file without submitting it (nothing is written to the store); its
+        images are read relative to its folder."""
+        path = Path(path)
+        data = path.read_bytes()
+        file = safe_file_name(path.name)
+        folder = path.parent.resolve()
+        spec = self.task_spec(task)
+        task_images = self._landing_image_reader(task)
+
+        def local(ref: str) -> bytes | None:
+            target = (folder / ref).resolve()
+            if target.is_relative_to(folder) and target.is_file():
+                return target.read_bytes()
+            return task_images(ref) if images.is_content_ref(ref) else None
+
+        report, _, _ = self._validate(spec, file, data, batch_id_of(data), local, {})
         return report
 
+    def _landing_image_reader(self, task: str):
+        """Image bytes for a reference in a landed file: a content reference the task already holds, else
+        ``incoming/<task>/<ref>``; None when neither exists."""
+
+        def read(ref: str) -> bytes | None:
+            keys = [f"tasks/{task}/{ref}"] if images.is_content_ref(ref) else []
+            for key in [*keys, f"{INCOMING}/{task}/{ref}"]:
+                try:
+                    return self.store.get(key)
+                except KeyNotFound:
+                    continue
+            return None
+
+        return read
+
+    def _resolve_images(
+        self, task: str, file: str, records: list[Record], read, blobs: dict[str, bytes]
+    ) -> list[Record]:
+        """Records with every image reference replaced by its content reference; the images' bytes go to ``blobs``.
+        Raises :class:`ImageError` listing every missing, unsafe or broken image (file, line, field)."""
+        errors: list[DataError] = []
+        by_ref: dict[str, str] = {}  # reference -> content reference
+        bad: dict[str, tuple[str, str]] = {}  # reference -> (where first seen, problem)
+        out = []
+        for rec in records:
+            ref = rec.example.image
+            if ref is None:
+                out.append(rec)
+                continue
+            if ref not in by_ref and ref not in bad:
+                try:
+                    images.check_ref(ref)
+                    body = read(ref)
+                    if body is None:
+                        raise images.ImageProblem(
+                            f"image {ref!r} not found: it must sit beside the data file (in {INCOMING}/{task}/ of "
+                            f"the store, or in the data file's folder for `skillgraft submit`)"
+                        )
+                    suffix = images.inspect(body)
+                    content = images.content_ref(body, suffix)
+                    if images.is_content_ref(ref) and images.content_hash(ref) != images.content_hash(content):
+                        raise images.ImageProblem(f"image {ref!r} does not match its own sha256 (it was modified)")
+                    by_ref[ref] = content
+                    blobs[content] = body
+                except images.ImageProblem as e:
+                    bad[ref] = (rec.location(file), str(e))
+                    errors.append(ImageError(file, str(e), line=rec.line, field="image", unit=rec.unit))
+                    continue
+            if ref in bad:
+                where, problem = bad[ref]
+                errors.append(ImageError(file, f"{problem} (as at {where})", line=rec.line, field="image", unit=rec.unit))
+            else:
+                out.append(rec._replace(example=rec.example.model_copy(update={"image": by_ref[ref]})))
+        if errors:
+            first = errors[0]
+            first.more = errors[1:MAX_ISSUES]
+            first.uncounted = max(0, len(errors) - MAX_ISSUES)
+            raise first
+        return out
+
     def _validate(
-        self, spec: TaskSpec, file: str, data: bytes, batch_id: str
+        self, spec: TaskSpec, file: str, data: bytes, batch_id: str, read_image=None, blobs: dict[str, bytes] | None = None
     ) -> tuple[ValidationReport, list[Record], list[Side]]:
         seen_eval, seen_train = self._seen_keys(spec.name)  # store errors propagate: the file stays landed
         try:
             records = read_records(data, file, answer_type=spec.answer_type)
+            if any(r.example.image is not None for r in records):
+                records = self._resolve_images(spec.name, file, records, read_image or self._landing_image_reader(spec.name),
+                                               blobs if blobs is not None else {})  # fmt: skip
             sides = assign_sides([r.example for r in records], spec.eval_fraction)
             report = validate_records(
                 records, sides, spec, file=file, batch_id=batch_id, existing_eval=seen_eval, existing_train=seen_train
@@ -307,8 +440,11 @@ class Intake:
         report: ValidationReport,
         examples: list[Example],
         sides: list[Side],
+        blobs: dict[str, bytes] | None = None,
     ) -> IngestResult:
         batch_dir = f"tasks/{spec.name}/batches/{batch_id}/"
+        for ref, body in (blobs or {}).items():  # content-addressed: an image already stored is the same bytes
+            self._put_same(f"tasks/{spec.name}/{ref}", body, verify=True)
         files = {
             "train.jsonl": _jsonl(ex for ex, s in zip(examples, sides) if s == "train"),
             "eval.jsonl": _jsonl(ex for ex, s in zip(examples, sides) if s == "eval"),
@@ -336,6 +472,7 @@ class Intake:
         except KeyExists:  # accepted concurrently by another ingester
             return self._duplicate(key, spec.name, file, data, batch_id)
         self._remove_landed(key)
+        self._remove_taken_images(spec, key, data)
         return IngestResult(
             status="accepted",
             key=key,
@@ -423,6 +560,29 @@ class Intake:
             raise IntakeError(f"{key}: bytes read back differ from the bytes written; the landed file was kept")
         return True
 
+    def _remove_taken_images(self, spec: TaskSpec, key: str, data: bytes) -> None:
+        """Remove the landed images the accepted file ``key`` referenced, except those another waiting data file of
+        the task references too (they stay for it)."""
+        task = spec.name
+        taken = set(self._refs(spec, key, data))
+        if not taken:
+            return
+        for other in self.incoming(task):
+            try:
+                taken -= set(self._refs(spec, other, self.store.get(other)))
+            except KeyNotFound:
+                continue
+        for ref in sorted(taken):
+            self._remove_landed(f"{INCOMING}/{task}/{ref}")
+
+    @staticmethod
+    def _refs(spec: TaskSpec, key: str, data: bytes) -> list[str]:
+        try:
+            return [r.example.image for r in read_records(data, safe_file_name(key.rsplit("/", 1)[-1]),
+                                                          answer_type=spec.answer_type) if r.example.image]  # fmt: skip
+        except DataError:  # unreadable: it can't take an image either, except by a name that appears in its bytes
+            return [ref.decode() for ref in set(re.findall(rb"[A-Za-z0-9_./-]+", data)) if images.is_image_name(ref.decode())]
+
     def _remove_landed(self, key: str) -> None:
         try:
             self.store.delete(key)
@@ -461,6 +621,19 @@ class Intake:
                 f"{entry.sha256[:12]}...): the stored batch was modified; restore it or re-submit the source file"
             )
         return [Example.model_validate_json(line) for line in data.decode("utf-8").splitlines() if line]
+
+    def load_image(self, task: str, ref: str) -> bytes:
+        """The bytes of an accepted image (a content reference from a split), checked against their sha256."""
+        check_name("task", task)
+        images.content_hash(ref)  # only content references are read from the store: nothing else becomes a key
+        key = f"tasks/{task}/{ref}"
+        data = self.store.get(key)
+        if _sha256(data) != images.content_hash(ref):
+            raise BatchCorrupted(
+                f"{key} does not match the sha256 in its name (got {_sha256(data)[:12]}...): the stored image was "
+                "modified; restore it or re-submit the batch that brought it"
+            )
+        return data
 
     def eval_set(self, task: str) -> list[Example]:
         """Every held-out example of a task: the union of the eval splits of its batches."""

@@ -129,6 +129,12 @@ class InvalidParquet(DataError):
     code = "invalid_parquet"
 
 
+class ImageError(DataError):
+    """An example's image is missing, unsafe to reference, or not a usable image."""
+
+    code = "image"
+
+
 class TooLarge(DataError):
     code = "too_large"
 

@@ -46,6 +46,7 @@ NUMBER_REGEX = r"^[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?\Z"
 # Rule names, in the order problems are reported.
 RULES = (
     "parse",
+    "image",
     "task_name",
     "unknown_task",
     "required_columns",
@@ -155,8 +156,10 @@ def parse_failure_report(err: DataError, *, batch_id: str, task: str | None = No
         file=err.file,
         batch_id=batch_id,
         task=task,
-        results=[
-            RuleResult(rule="parse", column=e.field, success=False, observed=e.code, detail=e.problem) for e in errors
+        results=[  # image problems are their own rule; anything else stopped the file being read at all
+            RuleResult(rule="image" if e.code == "image" else "parse", column=e.field, success=False, observed=e.code,
+                       detail=e.problem)  # fmt: skip
+            for e in errors
         ],
         problems=problems,
         issue_count=err.issue_count,

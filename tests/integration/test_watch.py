@@ -38,6 +38,7 @@ def test_watch_announces_each_dropped_file_once_and_a_relanded_file_again(servic
     first = b'{"prompt": "count : a b", "answer": 2}\n'
     store.put_new("incoming/count/dropped.jsonl", first)
     store.put_new("incoming/stray.csv", b"prompt,answer\n")
+    store.put_new("incoming/count/imgs/0001.png", b"\x89PNG...")  # an image waits for its data file: not announced
 
     found = watch(model=model, store=store.url)
     assert sorted((a.key, a.task, a.source) for a in found) == [
