@@ -231,8 +231,7 @@ def run_suite(
     """Score champion and candidate on every task; probe drift on up to ``probe_prompts`` prompts of each old task.
 
     The answer-token probe uses the token ids of the new tasks' answers (those of their eval examples). ``tokenizer``
-    is the model's processor when tasks have images; the drift probes read the text-only prompts of old tasks (an
-    old task whose examples all carry images is scored, but not probed).
+    is the model's processor when tasks have images; the drift probes then read old image prompts with their images.
     """
     rows: list[SuiteRow] = []
     champ_scores: dict[str, TaskScore] = {}
@@ -245,13 +244,13 @@ def run_suite(
     # the drift probe reads old tasks whose right answers are not numbers: on a numeric old task (count), mass on
     # number tokens is the skill, not drift
     probed = [t for t in tasks if not t.new and not numeric_answers(t.examples)]
-    old_prompts = [ex.prompt for t in probed for ex in [e for e in t.examples if not isinstance(e, ImageExample)][:probe_prompts]]
+    old_prompts = [ex if isinstance(ex, ImageExample) else ex.prompt for t in probed for ex in list(t.examples)[:probe_prompts]]
     answers = [ex.answer for t in tasks if t.new for ex in t.examples]
     probe = None
     text_tok = text_tokenizer(tokenizer)
     if old_prompts:
         probe = measure(
-            champion, candidate, text_tok, old_prompts, answer_ids=answer_token_ids(text_tok, answers),
+            champion, candidate, tokenizer, old_prompts, answer_ids=answer_token_ids(text_tok, answers),
             steps=probe_steps, batch_size=batch_size,
         )  # fmt: skip
     return RegressionReport(

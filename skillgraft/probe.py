@@ -12,6 +12,9 @@ counting task the model puts more probability on number tokens everywhere. Three
   continuation of each prompt (teacher-forced, so both models see the same prefixes), averaged over steps and prompts.
 
 A step counts while the sequence is alive: the step that emits the end-of-sequence token counts, later ones do not.
+
+Prompts are text, or :class:`~skillgraft.vision.ImageExample` objects (prompt + image) for a vision-language model:
+then ``tokenizer`` is the model's processor, and both models see the same pixels at every probed step.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from dataclasses import dataclass, field
 
 import torch
 from pydantic import BaseModel, Field
+
+from skillgraft.vision import NOT_PER_TOKEN, ImageExample, batch_inputs, require_processor, text_tokenizer
 
 NUMBER_WORDS = frozenset({
     "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
@@ -104,41 +109,67 @@ class _Greedy:
     prompts: list[list[int]]
     generated: list[list[int]]  # alive steps only (the eos step included)
     logits: list[torch.Tensor]  # per prompt: (alive steps, vocab), float32 on the model's device
+    pixels: dict[str, torch.Tensor] = field(default_factory=dict)  # image inputs of the batch (on the CPU)
+    per_token: dict[str, list[list[int]]] = field(default_factory=dict)  # per-prompt-token inputs, unpadded
+
+
+def _batches(prompts: Sequence) -> Iterable[tuple[bool, list]]:
+    """Text prompts and image examples in separate batches (a batch goes through one encoder), order kept within."""
+    text = [p for p in prompts if not isinstance(p, ImageExample)]
+    pictured = [p for p in prompts if isinstance(p, ImageExample)]
+    return [(False, text)] * bool(text) + [(True, pictured)] * bool(pictured)
 
 
 @torch.no_grad()
-def _greedy(model, tokenizer, prompts: Sequence[str], steps: int, batch_size: int) -> Iterable[_Greedy]:
+def _greedy(model, tokenizer, prompts: Sequence, steps: int, batch_size: int) -> Iterable[_Greedy]:
     model.eval()
     device = _device_of(model)
+    model_type = getattr(getattr(model, "config", None), "model_type", "model")
+    require_processor(tokenizer, model_type, prompts)
+    processor, tokenizer = tokenizer, text_tokenizer(tokenizer)
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     eos = tokenizer.eos_token_id
     try:
-        for i in range(0, len(prompts), batch_size):
-            enc = tokenizer(list(prompts[i : i + batch_size]), return_tensors="pt", padding=True).to(device)
-            gen = model.generate(
-                **enc, max_new_tokens=steps, do_sample=False, pad_token_id=_pad_id(tokenizer), eos_token_id=eos,
-                output_logits=True, return_dict_in_generate=True,
-            )  # fmt: skip
-            width = enc["input_ids"].shape[1]
-            logits = torch.stack(gen.logits, dim=1).float()  # (batch, steps taken, vocab)
-            out = _Greedy([], [], [])
-            for row in range(enc["input_ids"].shape[0]):
-                prompt = enc["input_ids"][row][enc["attention_mask"][row].bool()].tolist()
-                tokens = gen.sequences[row, width:].tolist()
-                alive = len(tokens)
-                if eos is not None and eos in tokens:
-                    alive = tokens.index(eos) + 1
-                out.prompts.append(prompt)
-                out.generated.append(tokens[:alive])
-                out.logits.append(logits[row, :alive])
-            yield out
+        for pictured, group in _batches(prompts):
+            size = min(batch_size, 16) if pictured else batch_size
+            for i in range(0, len(group), size):
+                chunk = group[i : i + size]
+                if pictured:
+                    enc = batch_inputs(processor, model_type, chunk, device)
+                else:
+                    enc = tokenizer(list(chunk), return_tensors="pt", padding=True).to(device)
+                gen = model.generate(
+                    **enc, max_new_tokens=steps, do_sample=False, pad_token_id=_pad_id(tokenizer), eos_token_id=eos,
+                    output_logits=True, return_dict_in_generate=True,
+                )  # fmt: skip
+                ids = enc["input_ids"]
+                width = ids.shape[1]
+                logits = torch.stack(gen.logits, dim=1).float()  # (batch, steps taken, vocab)
+                out = _Greedy([], [], [])
+                for key, value in enc.items():
+                    if key in ("input_ids", "attention_mask"):
+                        continue
+                    if value.shape[:2] == ids.shape and not value.is_floating_point() and key not in NOT_PER_TOKEN:
+                        out.per_token[key] = [value[r][enc["attention_mask"][r].bool()].tolist() for r in range(len(ids))]
+                    else:
+                        out.pixels[key] = value.cpu()
+                for row in range(ids.shape[0]):
+                    prompt = ids[row][enc["attention_mask"][row].bool()].tolist()
+                    tokens = gen.sequences[row, width:].tolist()
+                    alive = len(tokens)
+                    if eos is not None and eos in tokens:
+                        alive = tokens.index(eos) + 1
+                    out.prompts.append(prompt)
+                    out.generated.append(tokens[:alive])
+                    out.logits.append(logits[row, :alive])
+                yield out
     finally:
         tokenizer.padding_side = side
 
 
 def greedy_mass(
-    model, tokenizer, prompts: Sequence[str], token_sets: Mapping[str, Sequence[int]], steps: int = 4,
+    model, tokenizer, prompts: Sequence, token_sets: Mapping[str, Sequence[int]], steps: int = 4,
     batch_size: int = 64,
 ) -> dict[str, float]:  # fmt: skip
     """Mean probability per greedy step on each of ``token_sets`` (name → token ids), from one greedy decoding.
@@ -160,9 +191,10 @@ def greedy_mass(
     return {name: (total / count if count else 0.0) for name, total in totals.items()}
 
 
-def number_mass(model, tokenizer, prompts: Sequence[str], steps: int = 4, batch_size: int = 64) -> float:
+def number_mass(model, tokenizer, prompts: Sequence, steps: int = 4, batch_size: int = 64) -> float:
     """Mean probability on number tokens per greedy decoding step (the paper's output-bias probe)."""
-    return greedy_mass(model, tokenizer, prompts, {"number": number_token_ids(tokenizer)}, steps, batch_size)["number"]
+    ids = number_token_ids(text_tokenizer(tokenizer))
+    return greedy_mass(model, tokenizer, prompts, {"number": ids}, steps, batch_size)["number"]
 
 
 @dataclass
@@ -172,6 +204,8 @@ class Reference:
 
     batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=list)
     """Per batch: right-padded input ids, attention mask, and the (row, column) of every probed position."""
+    inputs: list[dict[str, torch.Tensor]] = field(default_factory=list)
+    """Per batch: further model inputs (an image batch's pixels, right-padded per-token inputs); empty for text."""
     logprobs: list[torch.Tensor] = field(default_factory=list)
     """Per batch: the reference's log-probabilities at the probed positions, (positions, vocab), on the CPU."""
     masses: dict[str, float] = field(default_factory=dict)
@@ -182,15 +216,16 @@ class Reference:
         return sum(len(lp) for lp in self.logprobs)
 
 
-def _teacher_forced_logprobs(model, input_ids, attention_mask, rows, cols) -> torch.Tensor:
+def _teacher_forced_logprobs(model, input_ids, attention_mask, rows, cols, inputs=None) -> torch.Tensor:
     device = _device_of(model)
-    out = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device))
+    extra = {k: v.to(device) for k, v in (inputs or {}).items()}
+    out = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), **extra)
     return torch.log_softmax(out.logits[rows.to(device), cols.to(device)].float(), dim=-1)
 
 
 @torch.no_grad()
 def reference(
-    model, tokenizer, prompts: Sequence[str], *, steps: int = 4, batch_size: int = 64,
+    model, tokenizer, prompts: Sequence, *, steps: int = 4, batch_size: int = 64,
     token_sets: Mapping[str, Sequence[int]] | None = None,
 ) -> Reference:  # fmt: skip
     """Decode ``prompts`` greedily with ``model`` and keep what :func:`mean_kl` needs, plus the greedy masses on
@@ -200,22 +235,28 @@ def reference(
     sets = {name: torch.tensor(sorted(set(ids)), dtype=torch.long) for name, ids in (token_sets or {}).items()}
     totals = {name: 0.0 for name in sets}
     count = 0
-    pad = _pad_id(tokenizer)
+    pad = _pad_id(text_tokenizer(tokenizer))
     for batch in _greedy(model, tokenizer, prompts, steps, batch_size):
         seqs = [p + g for p, g in zip(batch.prompts, batch.generated)]
         width = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), width), pad, dtype=torch.long)
         mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        extra = dict(batch.pixels)
+        for key in batch.per_token:  # 0 over the generated tokens and the padding, as in training
+            extra[key] = torch.zeros((len(seqs), width), dtype=torch.long)
         rows: list[int] = []
         cols: list[int] = []
         for r, (p, g) in enumerate(zip(batch.prompts, batch.generated)):
             ids[r, : len(p) + len(g)] = torch.tensor(p + g)
             mask[r, : len(p) + len(g)] = 1
+            for key, values in batch.per_token.items():
+                extra[key][r, : len(p)] = torch.tensor(values[r])
             rows += [r] * len(g)
             cols += [len(p) - 1 + t for t in range(len(g))]  # the logits there predict generated token t
         r_t, c_t = torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)
         ref.batches.append((ids, mask, r_t, c_t))
-        ref.logprobs.append(_teacher_forced_logprobs(model, ids, mask, r_t, c_t).cpu())
+        ref.inputs.append(extra)
+        ref.logprobs.append(_teacher_forced_logprobs(model, ids, mask, r_t, c_t, extra).cpu())
         for logits in batch.logits:
             probs = torch.softmax(logits, dim=-1)
             count += probs.shape[0]
@@ -233,8 +274,8 @@ def mean_kl(ref: Reference, model) -> float:
     model.eval()
     total, count = 0.0, 0
     try:
-        for (ids, mask, rows, cols), ref_lp in zip(ref.batches, ref.logprobs):
-            lp = _teacher_forced_logprobs(model, ids, mask, rows, cols)
+        for (ids, mask, rows, cols), extra, ref_lp in zip(ref.batches, ref.inputs or [{}] * len(ref.batches), ref.logprobs):
+            lp = _teacher_forced_logprobs(model, ids, mask, rows, cols, extra)
             p = ref_lp.to(lp.device)
             total += float((p.exp() * (p - lp)).sum())
             count += len(rows)
@@ -244,14 +285,14 @@ def mean_kl(ref: Reference, model) -> float:
 
 
 def measure(
-    champion, candidate, tokenizer, prompts: Sequence[str], *, answer_ids: Sequence[int] = (), steps: int = 4,
+    champion, candidate, tokenizer, prompts: Sequence, *, answer_ids: Sequence[int] = (), steps: int = 4,
     batch_size: int = 64,
 ) -> BiasProbe:  # fmt: skip
     """All three probes of ``candidate`` against ``champion`` on ``prompts`` (old-task prompts).
 
     ``answer_ids``: the new tasks' answer tokens (:func:`answer_token_ids`); empty leaves the answer masses None.
     """
-    sets = {"number": number_token_ids(tokenizer)}
+    sets = {"number": number_token_ids(text_tokenizer(tokenizer))}
     if answer_ids:
         sets["answer"] = list(answer_ids)
     ref = reference(champion, tokenizer, prompts, steps=steps, batch_size=batch_size, token_sets=sets)

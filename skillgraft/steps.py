@@ -173,8 +173,8 @@ def train_candidate(store: ObjectStore, cfg: SkillgraftConfig, batches: list[Bat
     log.info("training %s on %d examples (%d new, %d replayed) with recipe %s", cfg.model, len(mix), len(train),
              len(mix) - len(train), recipe.kind)  # fmt: skip
     watch = tcfg.drift_watch  # drift watch: probe on old-task prompts spread over every old task
-    old_text = [ex for ex in old if not isinstance(ex, ImageExample)]  # the probes read text-only prompts
-    probe = [ex.prompt for ex in old_text[:: max(1, len(old_text) // watch.prompts)]] if watch is not None else []
+    spread = old[:: max(1, len(old) // watch.prompts)] if watch is not None else []
+    probe = [ex if isinstance(ex, ImageExample) else ex.prompt for ex in spread]  # image prompts keep their image
     tuned = fine_tune(loaded.model, loaded.tokenizer, mix, recipe, tcfg, probe_prompts=probe, new_examples=train)
     log.info("%s", tuned.selection.summary())
     delta = extract_delta(parent_state, tuned.model.state_dict())

@@ -242,12 +242,13 @@ def seed_everything(seed: int) -> None:
 class _Watch:
     """The drift watch of one run: the start's probe reference, the checks, and the best checkpoint within budget."""
 
-    def __init__(self, model, tokenizer, cfg: DriftWatch, prompts: Sequence[str], new: list[Encoded], pad_id: int,
+    def __init__(self, model, tokenizer, cfg: DriftWatch, prompts: Sequence, new: list[Encoded], pad_id: int,
                  answer_ids: list[int], batch_size: int) -> None:  # fmt: skip
+        # ``tokenizer``: the model's processor when the probe prompts include image examples
         self.cfg, self.tokenizer, self.pad_id, self.batch_size = cfg, tokenizer, pad_id, batch_size
         self.prompts = list(prompts)[: cfg.prompts]
         self.new = new
-        self.sets = {"number": number_token_ids(tokenizer)}
+        self.sets = {"number": number_token_ids(text_tokenizer(tokenizer))}
         if answer_ids:
             self.sets["answer"] = answer_ids
         elif cfg.metric == "answer_mass":
@@ -369,7 +370,7 @@ def fine_tune(
     if watch_cfg is not None:
         new = list(new_examples or examples)[: watch_cfg.examples]
         watch = _Watch(
-            model, tokenizer, watch_cfg, probe_prompts, _encode_all(tokenizer, new, cfg.max_length), pad_id,
+            model, processor, watch_cfg, probe_prompts, _encode_all(tokenizer, new, cfg.max_length), pad_id,
             answer_token_ids(tokenizer, [ex.answer for ex in new]), cfg.batch_size,
         )  # fmt: skip
         watch.check(model, 0)

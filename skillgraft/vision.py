@@ -25,7 +25,7 @@ _IMAGE_PROMPT = {
     "qwen2_5_vl": "<|vision_start|>{image}<|vision_end|>{prompt}",
 }
 _DEFAULT_IMAGE_PROMPT = "{image}\n{prompt}"
-_NOT_PER_TOKEN = frozenset({"image_grid_thw", "video_grid_thw", "image_sizes"})
+NOT_PER_TOKEN = frozenset({"image_grid_thw", "video_grid_thw", "image_sizes"})
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ def encode_image_example(processor: Any, model_type: str, ex: ImageExample) -> d
         if key in ("input_ids", "attention_mask") or not isinstance(value, torch.Tensor):
             continue
         per_token = (value.ndim == 2 and tuple(value.shape) == (1, len(ids)) and not value.is_floating_point()
-                     and key not in _NOT_PER_TOKEN)  # fmt: skip
+                     and key not in NOT_PER_TOKEN)  # fmt: skip
         if per_token:
             token_inputs[key] = value[0].tolist()
         else:

@@ -145,3 +145,43 @@ def test_image_examples_given_to_a_text_model_stop_before_training_with_the_reas
     with pytest.raises(TrainingError, match="examples carry images but this llama model came with a text tokenizer"):
         fine_tune(model, tok, data, SAProj(), TrainConfig(steps=2, progress=False))
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_drift_probes_read_old_image_prompts_with_their_pictures():
+    import numpy as np
+
+    from skillgraft.probe import reference
+    from skillgraft.vision import ImageExample
+    from vlm_fixtures import build_model, build_processor, picture
+
+    processor = build_processor()
+    model, other = build_model(processor, seed=0), build_model(processor, seed=1)
+    rng = np.random.default_rng(0)
+    exs = [ImageExample("what colour is this picture ?", c, picture(c, rng)) for c in ["red", "green", "blue"] * 3]
+    assert measure(model, model, processor, exs).kl == pytest.approx(0.0, abs=1e-6)
+    probe = measure(model, other, processor, [*exs, "say : a"], answer_ids=[processor.tokenizer.convert_tokens_to_ids("a")])
+    assert probe.prompts == 10 and probe.kl > 0.01 and 0 <= probe.candidate <= 1 and probe.answer_delta is not None
+    # the pixels reach the model: one question about a red and about a blue picture is probed differently
+    red, blue = (reference(model, processor, [ImageExample(exs[0].prompt, "", picture(c, rng))]) for c in ("red", "blue"))
+    assert red.logprobs[0].shape == blue.logprobs[0].shape and not torch.allclose(red.logprobs[0], blue.logprobs[0])
+
+
+def test_drift_watch_probes_old_image_prompts_while_a_vlm_learns_a_text_task():
+    import numpy as np
+
+    from skillgraft.train import DriftWatch
+    from skillgraft.vision import ImageExample
+    from vlm_fixtures import build_model, build_processor, picture
+
+    processor = build_processor()
+    model = build_model(processor)
+    rng = np.random.default_rng(0)
+    old = [ImageExample("what colour is this picture ?", c, picture(c, rng)) for c in ["red", "green", "blue"] * 2]
+    # an image example in the training mix too: it is made into model inputs by the processor, beside text ones
+    data = [Example(prompt=f"say : {c}", answer=c) for c in "abcdefgh"] * 3 + old[:2]
+    cfg = TrainConfig(steps=20, learning_rate=1e-2, batch_size=8, progress=False, log_every=5,
+                      drift_watch=DriftWatch(budget=1e9, every=5, prompts=6))  # fmt: skip
+    out = fine_tune(model, processor, data, SAProj(), cfg, probe_prompts=old)
+    curve = out.record.drift
+    assert curve is not None and curve.prompts == 6 and [p.step for p in curve.points] == [0, 5, 10, 15, 20]
+    assert curve.points[0].drift == pytest.approx(0.0, abs=1e-6) and curve.points[-1].drift > 0

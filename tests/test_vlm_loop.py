@@ -84,7 +84,9 @@ def test_skillgraft_run_teaches_a_vlm_an_image_task_and_then_a_text_task_without
     second = skillgraft("run", "say", str(text), "--spec", str(say_spec), "--config", str(config))
     assert second.returncode == 0, second.stdout + second.stderr
     assert "outcome: promoted; champion of vlm: v2" in second.stdout
-    rows = {r["task"]: r for r in json.loads(reg.read_attachment("v2", "metrics.json"))["rows"]}
+    metrics = json.loads(reg.read_attachment("v2", "metrics.json"))
+    rows = {r["task"]: r for r in metrics["rows"]}
+    assert metrics["probe"]["prompts"] == 16 and metrics["probe"]["kl"] is not None  # old image prompts, probed
     assert rows["say"]["candidate"] >= rows["say"]["champion"] + 0.3  # learned the text task
     assert rows["colour"]["champion"] >= 0.9  # the image task was scored, with its pictures, on both models
     assert rows["colour"]["candidate"] >= rows["colour"]["champion"] - 0.05  # and not forgotten
