@@ -214,7 +214,7 @@ class Intake:
         except DataError:
             return []  # unreadable: the file lands as it is and the intake quarantines it with the reasons
         folder = path.parent.resolve()
-        wanted: dict[str, bytes] = {}
+        wanted: dict[str, Path] = {}  # checked one by one here, read again to upload: never all in memory
         problems: list[str] = []
         for rec in records:
             ref = rec.example.image
@@ -233,16 +233,16 @@ class Intake:
                 except OSError as e:
                     raise images.ImageProblem(f"image {ref!r} can't be read at {local}: {e.strerror or e}") from None
                 images.inspect(body)
-                wanted[ref] = body
+                wanted[ref] = local
             except images.ImageProblem as e:
                 problems.append(f"{where}: field 'image': {e}")
         if problems:
             more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
             raise IntakeError("; ".join(problems[:5]) + more + "; nothing was submitted")
         landed = []
-        for ref, body in wanted.items():
+        for ref, local in wanted.items():
             key = f"{INCOMING}/{spec.name}/{ref}"
-            if not self._put_same(key, body, clash_ok=True):
+            if not self._put_same(key, local.read_bytes(), clash_ok=True):
                 raise IntakeError(
                     f"{key} already holds a different image, waiting for another data file; nothing was submitted: "
                     "give this image another path, or ingest the waiting file first"
