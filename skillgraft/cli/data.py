@@ -35,6 +35,20 @@ def open_intake(cfg, task: str, spec: Path | None):
     return intake
 
 
+def submit_files(intake, task: str, files: list[Path]) -> list[str]:
+    """Land each file (and the images it references); stop at the first that can't be submitted, saying which
+    files already landed."""
+    from skillgraft.data import IntakeError
+
+    keys: list[str] = []
+    for f in files:
+        try:
+            keys.append(intake.submit(task, f))
+        except IntakeError as e:
+            fail(f"{e}" + (f" (already landed: {', '.join(keys)})" if keys else ""))
+    return keys
+
+
 def _files(files: list[Path]) -> None:
     for f in files:
         if not f.is_file():
@@ -88,7 +102,7 @@ def submit(
     cfg = load_cfg(config, store=store, model=model)
     _files(files)
     intake = open_intake(cfg, task, spec)
-    keys = [intake.submit(task, f) for f in files]
+    keys = submit_files(intake, task, files)
     for key in keys:
         console.print(f"landed {key}")
     from flows.watch import NoPrefectServer, announce

@@ -66,7 +66,7 @@ def run(
     config: ConfigOpt = None,
 ) -> None:
     """Submit FILES as new data for TASK and run the retrain flow on them."""
-    from skillgraft.cli.data import open_intake
+    from skillgraft.cli.data import open_intake, submit_files
 
     prefect_env()
     cfg = load_cfg(config, store=store, model=model, recipe=recipe, base=base)
@@ -74,8 +74,7 @@ def run(
         if not f.is_file():
             fail(f"{f}: no such file; nothing was submitted", 2)
     intake = open_intake(cfg, task, spec)
-    for f in files:
-        intake.submit(task, f)
+    submit_files(intake, task, files)
     from flows.retrain import retrain
 
     outcome = retrain(model=cfg.model, task=task, store=cfg.store, recipe=recipe, config=str(config) if config else None)

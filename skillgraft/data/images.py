@@ -83,8 +83,18 @@ def _open(data: bytes) -> Any:
         return Image.open(io.BytesIO(data))
 
 
-def inspect(data: bytes) -> str:
-    """Check that ``data`` is a usable image; returns the extension of its real format (``.png``...)."""
+def inspect(data: bytes, ref: str | None = None) -> str:
+    """Check that ``data`` is a usable image; returns the extension of its real format (``.png``...). ``ref``
+    (where the image came from) starts the message of the :class:`ImageProblem` raised."""
+    try:
+        return _inspect(data)
+    except ImageProblem as e:
+        if ref is None:
+            raise
+        raise ImageProblem(f"image {ref!r}: {e}") from None
+
+
+def _inspect(data: bytes) -> str:
     from PIL import Image, UnidentifiedImageError
 
     if len(data) > MAX_IMAGE_BYTES:

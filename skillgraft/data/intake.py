@@ -232,7 +232,7 @@ class Intake:
                     body = local.read_bytes()
                 except OSError as e:
                     raise images.ImageProblem(f"image {ref!r} can't be read at {local}: {e.strerror or e}") from None
-                images.inspect(body)
+                images.inspect(body, ref)
                 wanted[ref] = local
             except images.ImageProblem as e:
                 problems.append(f"{where}: field 'image': {e}")
@@ -376,7 +376,7 @@ class Intake:
                             f"image {ref!r} not found: it must sit beside the data file (in {INCOMING}/{task}/ of "
                             f"the store, or in the data file's folder for `skillgraft submit`)"
                         )
-                    suffix = images.inspect(body)
+                    suffix = images.inspect(body, ref)
                     content = images.content_ref(body, suffix)
                     if images.is_content_ref(ref) and images.content_hash(ref) != images.content_hash(content):
                         raise images.ImageProblem(f"image {ref!r} does not match its own sha256 (it was modified)")
@@ -405,8 +405,13 @@ class Intake:
         try:
             records = read_records(data, file, answer_type=spec.answer_type)
             if any(r.example.image is not None for r in records):
-                records = self._resolve_images(spec.name, file, records, read_image or self._landing_image_reader(spec.name),
-                                               blobs if blobs is not None else {})  # fmt: skip
+                try:
+                    records = self._resolve_images(spec.name, file, records,
+                                                   read_image or self._landing_image_reader(spec.name),
+                                                   blobs if blobs is not None else {})  # fmt: skip
+                except ImageError as e:
+                    report = parse_failure_report(e, batch_id=batch_id, task=spec.name)
+                    return report.model_copy(update={"rows": len(records)}), [], []
             sides = assign_sides([r.example for r in records], spec.eval_fraction)
             report = validate_records(
                 records, sides, spec, file=file, batch_id=batch_id, existing_eval=seen_eval, existing_train=seen_train

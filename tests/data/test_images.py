@@ -148,3 +148,25 @@ def test_inspect_refuses_oversized_and_truncated_images(tmp_path, monkeypatch):
     monkeypatch.setattr(images, "MAX_PIXELS", 1000)
     with pytest.raises(ImageProblem, match="64x64 pixels, over the 1,000-pixel limit"):
         inspect(body)
+
+
+def test_cli_submit_and_validate_name_the_bad_image_without_a_traceback(tmp_path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from skillgraft.cli import app
+
+    data = write_colour_task(tmp_path, 9)
+    (tmp_path / "imgs" / "000004.png").write_bytes(b"junk")
+    spec = tmp_path / "colour.yaml"
+    spec.write_text(yaml.safe_dump(COLOUR_SPEC))
+    store = str(tmp_path / "store")
+    submitted = CliRunner().invoke(app, ["submit", "colour", str(data), "--spec", str(spec), "--store", store])
+    assert submitted.exit_code == 1 and isinstance(submitted.exception, SystemExit)
+    text = " ".join(submitted.output.split())
+    assert "colours.jsonl:5: field 'image': image 'imgs/000004.png': file is not an image" in text
+    assert "nothing was submitted" in text and "Traceback" not in text
+    checked = CliRunner().invoke(app, ["validate", "colour", str(data), "--store", store])
+    checked_text = " ".join(checked.output.split())
+    assert checked.exit_code == 1 and "REJECTED" in checked_text and "9 rows" in checked_text
+    assert "colours.jsonl:5: image 'imgs/000004.png': file is not an image" in checked_text
