@@ -1,4 +1,9 @@
-"""Serve skillgraft's deployments for one model and store: ``retrain/<model>`` and ``watch/<model>``.
+"""Serve skillgraft's deployments for one model and store: ``retrain/<model>`` and ``--gpu-slot NAME`` (env ``SKILLGRAFT_GPU_SLOT``)
+    the Prefect global concurrency limit guarding this machine's accelerator (created with ``--gpu-slots`` slots,
+    default 1, when missing). The fine-tune and regression-suite steps of every run served here hold one slot while
+    they run, so the retrains of several models sharing a GPU take turns (tasks/steps.py: ``accelerator_slot``).
+
+``watch/<model>``.
 
     PREFECT_API_URL=http://127.0.0.1:4200/api python -m deployments.serve --config skillgraft.yaml
 
@@ -14,6 +19,11 @@ nobody serves them, and resumed by the next start).
     - at most one run per model at a time, the others wait their turn (concurrency limit 1, ENQUEUE): two runs never
       train the same champion at once, and no arrival is dropped;
     - the store-touching steps retry with back-off (tasks/steps.py); training and scoring are deterministic.
+
+``--gpu-slot NAME`` (env ``SKILLGRAFT_GPU_SLOT``)
+    the Prefect global concurrency limit guarding this machine's accelerator (created with ``--gpu-slots`` slots,
+    default 1, when missing). The fine-tune and regression-suite steps of every run served here hold one slot while
+    they run, so the retrains of several models sharing a GPU take turns (tasks/steps.py: ``accelerator_slot``).
 
 ``watch/<model>``
     every ``--watch-every`` seconds (default 120; ``SKILLGRAFT_WATCH_EVERY``), scan the landing zone and announce
@@ -41,7 +51,9 @@ from prefect.types.entrypoint import EntrypointType
 from flows.retrain import retrain
 from flows.watch import watch
 from skillgraft.config import SkillgraftConfig, load_config
+from skillgraft.names import check_name
 from tasks.events import DATA_ARRIVED
+from tasks.steps import GPU_SLOT_ENV
 
 DEFAULT_CRON = "0 2 * * *"  # nightly at 02:00
 DEFAULT_TIMEZONE = "UTC"
@@ -144,14 +156,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cron", default=os.environ.get("SKILLGRAFT_RETRAIN_CRON", DEFAULT_CRON),
                    help=f"retrain schedule (default {DEFAULT_CRON!r}: nightly)")  # fmt: skip
     p.add_argument("--timezone", default=os.environ.get("SKILLGRAFT_RETRAIN_TIMEZONE", DEFAULT_TIMEZONE))
+    p.add_argument("--gpu-slot", default=os.environ.get(GPU_SLOT_ENV) or None,
+                   help="global concurrency limit the GPU steps take a slot of (e.g. gpu-0); default: none")  # fmt: skip
+    p.add_argument("--gpu-slots", type=int, default=1, help="slots of --gpu-slot when it has to be created")
     p.add_argument("--watch-every", type=float, default=float(os.environ.get("SKILLGRAFT_WATCH_EVERY", DEFAULT_WATCH_SECONDS)),
                    help="seconds between landing-zone scans; 0 turns the watcher off")  # fmt: skip
     return p.parse_args(argv)
 
 
+def ensure_gpu_slot(name: str, slots: int = 1) -> int:
+    """Create the global concurrency limit ``name`` with ``slots`` slots unless it exists; returns its limit. The
+    flow runs served from this process inherit ``SKILLGRAFT_GPU_SLOT=name``."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectNotFound
+
+    check_name("GPU slot", name)
+    with get_client(sync_client=True) as client:
+        try:
+            limit = client.read_global_concurrency_limit_by_name(name).limit
+        except ObjectNotFound:
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=slots))
+            limit = slots
+    os.environ[GPU_SLOT_ENV] = name
+    return limit
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     cfg, config = resolve(args.config, args.store, args.model)
+    if args.gpu_slot:
+        slots = ensure_gpu_slot(args.gpu_slot, args.gpu_slots)
+        print(f"GPU steps take one of {slots} slot(s) of concurrency limit {args.gpu_slot!r}")
     deployments = [retrain_deployment(cfg, config, args.cron, args.timezone)]
     if args.watch_every > 0:
         deployments.append(watch_deployment(cfg, config, args.watch_every))

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from prefect import task
 from prefect.artifacts import (
     create_link_artifact,
@@ -33,6 +37,41 @@ from tasks.events import (
 
 # Steps that touch the store retry on transient errors; training and scoring are deterministic, so they don't.
 _STORE_RETRIES = dict(retries=2, retry_delay_seconds=[2, 10])
+
+GPU_SLOT_ENV = "SKILLGRAFT_GPU_SLOT"
+"""Name of the Prefect global concurrency limit that guards this worker's accelerator (set by deployments/serve.py
+or the worker's environment). The steps that run models on it — fine-tune and regression suite — hold one slot of
+it while they run, so runs of several models sharing one GPU take turns instead of running out of its memory."""
+GPU_SLOT_TIMEOUT_ENV = "SKILLGRAFT_GPU_SLOT_TIMEOUT"
+"""Seconds a step waits for the slot before failing (unset: wait as long as it takes)."""
+
+
+@contextmanager
+def accelerator_slot(step: str) -> Iterator[None]:
+    """Hold one slot of the accelerator's concurrency limit while ``step`` runs (no limit named: nothing to hold).
+
+    The limit must exist (``strict``): a name with no limit behind it is a misconfiguration, not a licence to share
+    the GPU without bounds. Raises :class:`TimeoutError` naming the slot when it stays taken past the timeout.
+    """
+    name = os.environ.get(GPU_SLOT_ENV)
+    if not name:
+        yield
+        return
+    from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError  # raised by the sync API too
+    from prefect.concurrency.sync import concurrency
+
+    timeout = float(os.environ[GPU_SLOT_TIMEOUT_ENV]) if os.environ.get(GPU_SLOT_TIMEOUT_ENV) else None
+    try:
+        # a lease renewal that fails mid-training (a server blip) must not kill hours of fine-tuning
+        with concurrency(name, occupy=1, timeout_seconds=timeout, strict=True, raise_on_lease_renewal_failure=False):
+            yield
+    except ConcurrencySlotAcquisitionError as e:
+        raise RuntimeError(f"{step}: {GPU_SLOT_ENV} names the concurrency limit {name!r}, which the Prefect server "
+                           f"does not have ({e}); create it (`prefect gcl create {name} --limit 1`) or start the "
+                           "deployments with `--gpu-slot`, which does") from e  # fmt: skip
+    except TimeoutError as e:
+        raise TimeoutError(f"{step}: the accelerator slot {name!r} stayed taken for {timeout:g} s (another run is "
+                           f"using the GPU); nothing was trained or scored") from e  # fmt: skip
 
 
 @task(name="register-model", cache_policy=NO_CACHE, **_STORE_RETRIES)
@@ -85,7 +124,8 @@ def ingest(cfg: SkillgraftConfig, task_name: str | None) -> Ingested:
 
 @task(name="fine-tune", cache_policy=NO_CACHE)
 def fine_tune(cfg: SkillgraftConfig, batches: list[BatchRef], bootstrap: bool) -> steps.CandidateInfo:
-    cand = steps.train_candidate(store_for(cfg), cfg, batches, bootstrap=bootstrap)
+    with accelerator_slot("fine-tune"):
+        cand = steps.train_candidate(store_for(cfg), cfg, batches, bootstrap=bootstrap)
     # the loss curve as a PNG data URL inside the markdown: the UI renders it inline (checked in a real browser); an
     # image artifact renders it too, but prints the whole data URL beside it
     title = f"{cfg.model} {cand.candidate.version} ({cand.recipe})"
@@ -104,7 +144,8 @@ def fine_tune(cfg: SkillgraftConfig, batches: list[BatchRef], bootstrap: bool) -
 
 @task(name="regression-suite", cache_policy=NO_CACHE)
 def regression_suite(cfg: SkillgraftConfig, cand: steps.CandidateInfo) -> RegressionReport:
-    report = steps.evaluate_candidate(store_for(cfg), cfg, cand)
+    with accelerator_slot("regression-suite"):
+        report = steps.evaluate_candidate(store_for(cfg), cfg, cand)
     limit = cfg.gate.max_drop
     table = [
         {

@@ -174,3 +174,38 @@ def test_flows_take_s3_credentials_from_a_prefect_block(harness, s3_endpoint, s3
     assert store.get("hello.txt") == b"from the block"
     with pytest.raises(ValueError, match="not s3://"):
         store_for(SkillgraftConfig(store="/tmp/x", credentials_block="aws-credentials/skillgraft-test"))
+
+
+def test_gpu_steps_take_turns_on_the_accelerator_slot_and_give_it_back(bootstrapped, monkeypatch):
+    from prefect.client.orchestration import get_client
+    from prefect.concurrency.sync import concurrency
+
+    from deployments.serve import ensure_gpu_slot
+    from flows.retrain import retrain
+
+    tmp, store_dir, _, _ = bootstrapped
+    store = LocalStore(store_dir)
+    monkeypatch.setenv("SKILLGRAFT_GPU_SLOT", "")  # restored after the test: ensure_gpu_slot sets it for served runs
+    assert ensure_gpu_slot("sg-test-gpu", 1) == 1
+    assert ensure_gpu_slot("sg-test-gpu", 5) == 1  # an existing limit is left as it is
+    # Prefect takes a couple of seconds to hand over a slot just given back: wait long enough for that, not for a run
+    monkeypatch.setenv("SKILLGRAFT_GPU_SLOT_TIMEOUT", "8")
+    champion = Registry(store, "demo").champion().version
+    land(store, tmp, "count", 150, seed=4)
+    cfg = str(write_config(tmp, store_dir))
+
+    with concurrency("sg-test-gpu", occupy=1):  # another run holds the GPU
+        state = retrain(return_state=True, config=cfg, task="count")
+    assert state.is_failed()
+    assert "fine-tune: the accelerator slot 'sg-test-gpu' stayed taken for 8 s" in str(state.result(raise_on_failure=False))
+    assert Registry(store, "demo").champion().version == champion  # nothing trained, nothing moved
+
+    outcome, _ = run_flow(config=cfg, task="count")  # the slot is free: the batch accepted above is trained now
+    assert outcome.status in ("promoted", "rejected") and outcome.tasks == ["count"]
+    with get_client(sync_client=True) as client:
+        assert client.read_global_concurrency_limit_by_name("sg-test-gpu").active_slots == 0  # given back
+
+    monkeypatch.setenv("SKILLGRAFT_GPU_SLOT", "sg-no-such-limit")
+    land(store, tmp, "count", 150, seed=5)
+    state = retrain(return_state=True, config=cfg, task="count")
+    assert state.is_failed() and "prefect gcl create sg-no-such-limit" in str(state.result(raise_on_failure=False))

@@ -12,7 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -74,6 +74,7 @@ def server(
     host: Annotated[str, typer.Option(help="address to listen on (loopback by default: the API has no auth)")] = "127.0.0.1",
     cron: Annotated[str, typer.Option(envvar="SKILLGRAFT_RETRAIN_CRON", help="retrain schedule (cron, UTC)")] = DEFAULT_CRON,
     watch_every: Annotated[float, typer.Option(envvar="SKILLGRAFT_WATCH_EVERY", help="seconds between landing-zone scans (0: off)")] = 120,
+    gpu_slot: Annotated[Optional[str], typer.Option(envvar="SKILLGRAFT_GPU_SLOT", help="concurrency limit the GPU steps take a slot of, e.g. gpu-0 (created with 1 slot if missing)")] = None,
     model: ModelOpt = None,
     store: StoreOpt = None,
     config: ConfigOpt = None,
@@ -124,7 +125,7 @@ def server(
                     fail(f"the Prefect server {why}; last lines of {log_path}:\n" + "\n".join(tail))
                 time.sleep(0.5)
         serve_cmd = [sys.executable, "-m", "deployments.serve", "--cron", cron, "--watch-every", str(watch_every)]
-        for flag, value in (("--model", model), ("--store", store), ("--config", config)):
+        for flag, value in (("--model", model), ("--store", store), ("--config", config), ("--gpu-slot", gpu_slot)):
             if value:
                 serve_cmd += [flag, str(value)]
         serve_env = {**env, "PREFECT_API_URL": api, "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1")}
