@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from skillgraft import demo
 from skillgraft.config import SkillgraftConfig
-from skillgraft.data import Intake, images
+from skillgraft.data import Intake
 from skillgraft.evaluate import EvalTask, RegressionReport, run_suite, score_task
 from skillgraft.gate import Decision, decide
 from skillgraft.models import (
@@ -194,9 +194,9 @@ def train_candidate(store: ObjectStore, cfg: SkillgraftConfig, batches: list[Bat
 
 
 def with_images(intake: Intake, task: str, examples: list) -> list:
-    """``examples`` with every one that references an image made an :class:`ImageExample` holding the decoded
-    image (read from the task's content-addressed images, checked against its sha256)."""
-    return [ImageExample(ex.prompt, ex.answer, images.decode(intake.load_image(task, ex.image)), ex.image)
+    """``examples`` with every one that references an image made an :class:`ImageExample` holding the image file's
+    bytes (read from the task's content-addressed images, checked against its sha256; decoded when used)."""
+    return [ImageExample(ex.prompt, ex.answer, intake.load_image(task, ex.image), ex.image)
             if ex.image is not None else ex for ex in examples]  # fmt: skip
 
 

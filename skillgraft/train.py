@@ -107,6 +107,27 @@ class MultimodalExample:
     prompt_ids: Sequence[int] | None = None
 
 
+class LazyInputs(Mapping):
+    """Model inputs made on demand (an image's pixel tensors, by the processor, batch by batch): a training set keeps
+    its images compressed instead of holding every example's tensors for the whole run. The keys are known upfront;
+    :meth:`materialize` makes the tensors (each call anew)."""
+
+    def __init__(self, keys: Sequence[str], make: Callable[[], Mapping[str, torch.Tensor]]) -> None:
+        self._keys, self._make = tuple(keys), make
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self._make()[key]
+
+    def materialize(self) -> Mapping[str, torch.Tensor]:
+        return self._make()
+
+
 @dataclass
 class Encoded:
     input_ids: list[int]
@@ -155,9 +176,9 @@ def collate(batch: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
         labels[i, :n] = torch.tensor(e.labels)
         mask[i, :n] = 1
     out = {"input_ids": ids, "labels": labels, "attention_mask": mask}
-    with_inputs = [e for e in batch if e.inputs]
+    with_inputs = [e.inputs.materialize() if isinstance(e.inputs, LazyInputs) else e.inputs for e in batch if e.inputs]
     if with_inputs:  # examples without inputs (text only) add nothing: the model places features by placeholder
-        out |= {key: torch.cat([e.inputs[key] for e in with_inputs]) for key in with_inputs[0].inputs}
+        out |= {key: torch.cat([inputs[key] for inputs in with_inputs]) for key in with_inputs[0]}
     for key in {k for e in batch for k in e.token_inputs or ()}:
         values = torch.zeros((len(batch), width), dtype=torch.long)
         for i, e in enumerate(batch):
@@ -173,7 +194,7 @@ def _encode_all(tokenizer, examples: Sequence, max_length: int) -> list[Encoded]
     for ex in examples:
         e = encode(tokenizer, ex.prompt, ex.answer, max_length, getattr(ex, "prompt_ids", None))
         if isinstance(ex, MultimodalExample):
-            e.inputs = dict(ex.inputs)
+            e.inputs = ex.inputs if isinstance(ex.inputs, LazyInputs) else dict(ex.inputs)
             prompt_len = next(i for i, t in enumerate(e.labels) if t != -100)
             e.token_inputs = {}
             for key, values in ex.token_inputs.items():
@@ -202,9 +223,17 @@ def _prepare(tokenizer, model, examples: Sequence) -> tuple[Any, list]:
         require_processor(tokenizer, model_type, examples)
     except VisionError as e:
         raise TrainingError(str(e)) from None
-    out = [MultimodalExample(answer=ex.answer, **encode_image_example(tokenizer, model_type, ex))
-           if isinstance(ex, ImageExample) else ex for ex in examples]  # fmt: skip
+    out = [_image_example(tokenizer, model_type, ex) if isinstance(ex, ImageExample) else ex for ex in examples]
     return text_tokenizer(tokenizer), out
+
+
+def _image_example(processor, model_type: str, ex: ImageExample) -> MultimodalExample:
+    """The processor runs once here for the prompt's tokens (their number depends on the image) and again for the
+    pixels each time the example is in a batch."""
+    enc = encode_image_example(processor, model_type, ex)
+    lazy = LazyInputs(list(enc["inputs"]), lambda: encode_image_example(processor, model_type, ex)["inputs"])
+    return MultimodalExample(prompt=enc["prompt"], answer=ex.answer, inputs=lazy, token_inputs=enc["token_inputs"],
+                             prompt_ids=enc["prompt_ids"])  # fmt: skip
 
 
 @dataclass

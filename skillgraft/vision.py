@@ -30,12 +30,24 @@ NOT_PER_TOKEN = frozenset({"image_grid_thw", "video_grid_thw", "image_sizes"})
 
 @dataclass(frozen=True)
 class ImageExample:
-    """A prompt about one image and its expected answer; ``image`` is a decoded RGB ``PIL.Image.Image``."""
+    """A prompt about one image and its expected answer.
+
+    ``image`` is a ``PIL.Image.Image``, or the image file's bytes (decoded only when the processor needs the pixels:
+    a training set holds its images compressed, not as tensors).
+    """
 
     prompt: str
     answer: str
     image: Any
     ref: str = ""
+
+    def pixels(self) -> Any:
+        """The image as an RGB ``PIL.Image.Image``."""
+        if isinstance(self.image, (bytes, bytearray)):
+            from skillgraft.data.images import decode
+
+            return decode(bytes(self.image))
+        return self.image.convert("RGB") if getattr(self.image, "mode", "RGB") != "RGB" else self.image
 
 
 class VisionError(ValueError):
@@ -74,7 +86,7 @@ def encode_image_example(processor: Any, model_type: str, ex: ImageExample) -> d
     ``prompt`` (the text with the placeholder), ``prompt_ids``, ``inputs`` (pixel tensors, one image's worth, batched
     along dim 0) and ``token_inputs`` (per-prompt-token integer inputs such as Qwen2-VL's ``mm_token_type_ids``)."""
     text = image_prompt(processor, model_type, ex.prompt)
-    enc = processor(text=[text], images=[ex.image], return_tensors="pt")
+    enc = processor(text=[text], images=[ex.pixels()], return_tensors="pt")
     ids = enc["input_ids"][0].tolist()
     inputs: dict[str, torch.Tensor] = {}
     token_inputs: dict[str, list[int]] = {}
@@ -97,7 +109,7 @@ def batch_inputs(processor: Any, model_type: str, examples: Sequence[ImageExampl
     tok.padding_side = "left"
     try:
         enc = processor(text=[image_prompt(processor, model_type, ex.prompt) for ex in examples],
-                        images=[ex.image for ex in examples], return_tensors="pt", padding=True)  # fmt: skip
+                        images=[ex.pixels() for ex in examples], return_tensors="pt", padding=True)  # fmt: skip
     finally:
         tok.padding_side = side
     return {k: v.to(device) for k, v in enc.items() if isinstance(v, torch.Tensor)}
