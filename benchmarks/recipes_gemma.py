@@ -111,7 +111,9 @@ PLURALS = {
 OLD_PROBES = {
     "opposite": lambda: [(f"The opposite of {k} is", v) for k, v in OPPOSITES.items()],
     "capital": lambda: [(f"Country: Germany\nCapital: Berlin\nCountry: {k}\nCapital:", v) for k, v in CAPITALS.items()],
-    "plural": lambda: [(f"One {k}, two", v) for k, v in PLURALS.items()],
+    # two-shot: "One cat, two" was ambiguous ("two dogs" is good English), so small changes flipped its answers
+    "plural": lambda: [(f"Singular: fox\nPlural: foxes\nSingular: wolf\nPlural: wolves\nSingular: {k}\nPlural:", v)
+                       for k, v in PLURALS.items()],  # fmt: skip
 }
 
 
