@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["ImageExample", "encode_image_example", "image_prompt", "is_processor", "text_tokenizer"]
+__all__ = ["NOT_PER_TOKEN", "ImageExample", "VisionError", "batch_inputs", "encode_image_example", "image_prompt",
+           "is_processor", "require_processor", "text_tokenizer"]  # fmt: skip
 
 _IMAGE_PROMPT = {
     "qwen2_vl": "<|vision_start|>{image}<|vision_end|>{prompt}",
