@@ -130,10 +130,16 @@ def ingest(
     from skillgraft.store import open_store
 
     cfg = load_cfg(config, store=store)
-    results = Intake(open_store(cfg.store)).ingest(task)
+    intake = Intake(open_store(cfg.store))
+    results = intake.ingest(task)
+    orphans = intake.orphaned_images(task)
     if not results:
-        console.print("landing zone is empty")
+        console.print("no data files in the landing zone")
     for r in results:
         color = {"accepted": "green", "duplicate": "yellow", "quarantined": "red"}[r.status]
         console.print(f"[{color}]{r.status}[/] {r.key} → {r.location}: {r.message}")
+    if orphans:
+        shown = ", ".join(orphans[:5]) + (f" and {len(orphans) - 5} more" if len(orphans) > 5 else "")
+        console.print(f"[yellow]{len(orphans)} landed image(s) no waiting data file names[/] (left in place for a "
+                      f"corrected file; delete them when they are not needed): {shown}")  # fmt: skip
     raise typer.Exit(1 if any(r.status == "quarantined" for r in results) else 0)

@@ -273,6 +273,27 @@ class Intake:
         """Image keys waiting in ``incoming/<task>/`` (taken by the data files that reference them)."""
         return [k for k in self.store.keys(f"{INCOMING}/{check_name('task', task)}/") if self._landed_image(k)]
 
+    def orphaned_images(self, task: str | None = None) -> list[str]:
+        """Landed images that no waiting data file of their task references (left by a quarantined file, or landed
+        without their data file yet). Nothing removes them but you: they may be waiting for a corrected file."""
+        tasks = [check_name("task", task)] if task is not None else sorted(
+            {k.split("/")[1] for k in self.store.keys(f"{INCOMING}/") if self._landed_image(k)})  # fmt: skip
+        out: list[str] = []
+        for t in tasks:
+            try:
+                spec = self.task_spec(t)
+            except (UnknownTask, InvalidName):
+                continue
+            wanted: set[str] = set()
+            for key in self.incoming(t):
+                try:
+                    wanted.update(self._refs(spec, key, self.store.get(key)))
+                except KeyNotFound:
+                    continue
+            prefix = f"{INCOMING}/{t}/"
+            out += [k for k in self.landed_images(t) if k[len(prefix) :] not in wanted]
+        return out
+
     def ingest(self, task: str | None = None) -> list[IngestResult]:
         """Ingest every file of the landing zone (of one task, or all)."""
         results = []

@@ -72,6 +72,15 @@ def test_a_missing_or_broken_image_quarantines_the_file_naming_line_and_field(in
     assert any(p.startswith("colours.jsonl:7: ") and "'imgs/missing.png' not found" in p for p in result.report.problems)
     assert store.get(f"{result.location}colours.jsonl") == data.read_bytes()  # the data file kept byte for byte
     assert not list(store.keys("tasks/colour/images/"))  # nothing of a rejected batch is stored as accepted
+    # its images wait for a corrected file, listed as orphans; landing that file takes them
+    assert sorted(intake.orphaned_images()) == sorted(f"incoming/colour/{r['image']}" for r in bad
+                                                      if (tmp_path / r["image"]).exists())  # fmt: skip
+    fixed = [r for i, r in enumerate(bad) if i not in (3, 6)]
+    rewrite(data, fixed)
+    store.put_new("incoming/colour/colours.jsonl", data.read_bytes())
+    assert intake.orphaned_images() == ["incoming/colour/imgs/000003.png"]  # the broken one only
+    (again,) = intake.ingest()
+    assert again.status == "accepted", again.message
 
 
 def test_image_paths_that_leave_the_folder_are_refused(intake, store, tmp_path):
