@@ -206,49 +206,34 @@ class Intake:
         self._land_images(spec, path, data)  # first: a watcher that sees the data file finds its images there
         return self._land(task, safe_file_name(path.name), data)
 
-    def _land_images(self, spec: TaskSpec, path: Path, data: bytes) -> list[str]:
+    def _land_images(self, spec: TaskSpec, path: Path, data: bytes) -> None:
         """Copy the images ``path`` references (relative to its folder) to ``incoming/<task>/<path>``, before the
-        data file lands; every image is checked first, so a missing or broken one stops the submission whole."""
+        data file lands; every image is checked first (the intake's own checks), so a missing or broken one stops the
+        submission whole."""
+        file = safe_file_name(path.name)
         try:
-            records = read_records(data, safe_file_name(path.name), answer_type=spec.answer_type)
+            records = read_records(data, file, answer_type=spec.answer_type)
         except DataError:
-            return []  # unreadable: the file lands as it is and the intake quarantines it with the reasons
+            return  # unreadable: the file lands as it is and the intake quarantines it with the reasons
+        if not any(r.example.image is not None for r in records):
+            return
         folder = path.parent.resolve()
-        wanted: dict[str, Path] = {}  # checked one by one here, read again to upload: never all in memory
-        problems: list[str] = []
-        for rec in records:
-            ref = rec.example.image
-            if ref is None or ref in wanted:
-                continue
-            where = f"{path}:{rec.line}" if rec.unit == "line" else f"{path}: row {rec.line}"
-            try:
-                images.check_ref(ref)
-                if images.is_content_ref(ref) and self.store.exists(f"tasks/{spec.name}/{ref}"):
-                    continue  # an image the task already holds
-                local = (folder / ref).resolve()
-                if not local.is_relative_to(folder):
-                    raise images.ImageProblem(f"image path {ref!r} leads out of {folder}")
-                try:
-                    body = local.read_bytes()
-                except OSError as e:
-                    raise images.ImageProblem(f"image {ref!r} can't be read at {local}: {e.strerror or e}") from None
-                images.inspect(body, ref)
-                wanted[ref] = local
-            except images.ImageProblem as e:
-                problems.append(f"{where}: field 'image': {e}")
-        if problems:
-            more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
-            raise IntakeError("; ".join(problems[:5]) + more + "; nothing was submitted")
-        landed = []
-        for ref, local in wanted.items():
+        try:  # checked one by one, not kept: read again below to upload, never all in memory at once
+            self._resolve_images(spec.name, file, records, self._local_image_reader(spec.name, folder), None)
+        except ImageError as e:
+            problems = [f"{path}{err.location[len(file):]}: field 'image': {err.message}" for err in e.all_errors()]
+            more = f" (and {e.issue_count - 5} more)" if e.issue_count > 5 else ""
+            raise IntakeError("; ".join(problems[:5]) + more + "; nothing was submitted") from None
+        for ref in dict.fromkeys(r.example.image for r in records if r.example.image is not None):
+            local = folder / ref
+            if not local.is_file():
+                continue  # a content reference the task already holds
             key = f"{INCOMING}/{spec.name}/{ref}"
             if not self._put_same(key, local.read_bytes(), clash_ok=True):
                 raise IntakeError(
                     f"{key} already holds a different image, waiting for another data file; nothing was submitted: "
                     "give this image another path, or ingest the waiting file first"
                 )
-            landed.append(key)
-        return landed
 
     def _land(self, task: str, file: str, data: bytes) -> str:
         stem, ext = os.path.splitext(file)
@@ -284,12 +269,7 @@ class Intake:
                 spec = self.task_spec(t)
             except (UnknownTask, InvalidName):
                 continue
-            wanted: set[str] = set()
-            for key in self.incoming(t):
-                try:
-                    wanted.update(self._refs(spec, key, self.store.get(key)))
-                except KeyNotFound:
-                    continue
+            wanted = self._waiting_refs(spec)
             prefix = f"{INCOMING}/{t}/"
             out += [k for k in self.landed_images(t) if k[len(prefix) :] not in wanted]
         return out
@@ -345,19 +325,22 @@ class Intake:
         images are read relative to its folder."""
         path = Path(path)
         data = path.read_bytes()
-        file = safe_file_name(path.name)
-        folder = path.parent.resolve()
-        spec = self.task_spec(task)
-        task_images = self._landing_image_reader(task)
+        reader = self._local_image_reader(task, path.parent.resolve())
+        report, _, _ = self._validate(self.task_spec(task), safe_file_name(path.name), data, batch_id_of(data), reader)
+        return report
 
-        def local(ref: str) -> bytes | None:
+    def _local_image_reader(self, task: str, folder: Path):
+        """Image bytes for a reference in a local data file: the file it names inside ``folder``, else (a content
+        reference) an image the task already holds; None when neither exists."""
+        stored = self._landing_image_reader(task)
+
+        def read(ref: str) -> bytes | None:
             target = (folder / ref).resolve()
             if target.is_relative_to(folder) and target.is_file():
                 return target.read_bytes()
-            return task_images(ref) if images.is_content_ref(ref) else None
+            return stored(ref) if images.is_content_ref(ref) else None
 
-        report, _, _ = self._validate(spec, file, data, batch_id_of(data), local, {})
-        return report
+        return read
 
     def _landing_image_reader(self, task: str):
         """Image bytes for a reference in a landed file: a content reference the task already holds, else
@@ -375,10 +358,11 @@ class Intake:
         return read
 
     def _resolve_images(
-        self, task: str, file: str, records: list[Record], read, blobs: dict[str, bytes]
+        self, task: str, file: str, records: list[Record], read, blobs: dict[str, bytes] | None
     ) -> list[Record]:
-        """Records with every image reference replaced by its content reference; the images' bytes go to ``blobs``.
-        Raises :class:`ImageError` listing every missing, unsafe or broken image (file, line, field)."""
+        """Records with every image reference replaced by its content reference; the images' bytes go to ``blobs``
+        (None: checked, not kept). Raises :class:`ImageError` listing every missing, unsafe or broken image (file,
+        line, field)."""
         errors: list[DataError] = []
         by_ref: dict[str, str] = {}  # reference -> content reference
         bad: dict[str, tuple[str, str]] = {}  # reference -> (where first seen, problem)
@@ -402,7 +386,8 @@ class Intake:
                     if images.is_content_ref(ref) and images.content_hash(ref) != images.content_hash(content):
                         raise images.ImageProblem(f"image {ref!r} does not match its own sha256 (it was modified)")
                     by_ref[ref] = content
-                    blobs[content] = body
+                    if blobs is not None:
+                        blobs[content] = body
                 except images.ImageProblem as e:
                     bad[ref] = (rec.location(file), str(e))
                     errors.append(ImageError(file, str(e), line=rec.line, field="image", unit=rec.unit))
@@ -428,8 +413,7 @@ class Intake:
             if any(r.example.image is not None for r in records):
                 try:
                     records = self._resolve_images(spec.name, file, records,
-                                                   read_image or self._landing_image_reader(spec.name),
-                                                   blobs if blobs is not None else {})  # fmt: skip
+                                                   read_image or self._landing_image_reader(spec.name), blobs)  # fmt: skip
                 except ImageError as e:
                     report = parse_failure_report(e, batch_id=batch_id, task=spec.name)
                     return report.model_copy(update={"rows": len(records)}), [], []
@@ -589,17 +573,21 @@ class Intake:
     def _remove_taken_images(self, spec: TaskSpec, key: str, data: bytes) -> None:
         """Remove the landed images the accepted file ``key`` referenced, except those another waiting data file of
         the task references too (they stay for it)."""
-        task = spec.name
         taken = set(self._refs(spec, key, data))
-        if not taken:
-            return
-        for other in self.incoming(task):
-            try:
-                taken -= set(self._refs(spec, other, self.store.get(other)))
-            except KeyNotFound:
-                continue
+        if taken:  # text-only files take nothing: don't read the waiting files for them
+            taken -= self._waiting_refs(spec)
         for ref in sorted(taken):
-            self._remove_landed(f"{INCOMING}/{task}/{ref}")
+            self._remove_landed(f"{INCOMING}/{spec.name}/{ref}")
+
+    def _waiting_refs(self, spec: TaskSpec) -> set[str]:
+        """The image references of the data files still waiting in the task's landing folder."""
+        wanted: set[str] = set()
+        for key in self.incoming(spec.name):
+            try:
+                wanted.update(self._refs(spec, key, self.store.get(key)))
+            except KeyNotFound:  # ingested meanwhile
+                continue
+        return wanted
 
     @staticmethod
     def _refs(spec: TaskSpec, key: str, data: bytes) -> list[str]:
