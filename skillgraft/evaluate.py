@@ -148,43 +148,30 @@ def _device_of(model: torch.nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def predict(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 64) -> list[str]:
-    """Greedy completions of ``prompts`` (left padding, batched); special tokens stripped."""
-    tokenizer = text_tokenizer(tokenizer)
+def _generate(model, tokenizer, items: Sequence, max_new_tokens: int, batch_size: int) -> list[str]:
+    """Greedy completions of one kind of item (text prompts, or image examples with the processor as tokenizer)."""
     model.eval()
     device = _device_of(model)
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    out: list[str] = []
-    try:
-        for i in range(0, len(prompts), batch_size):
-            enc = tokenizer(list(prompts[i : i + batch_size]), return_tensors="pt", padding=True).to(device)
-            gen = model.generate(
-                **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad,
-                eos_token_id=tokenizer.eos_token_id,
-            )  # fmt: skip
-            out.extend(tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True))
-    finally:
-        tokenizer.padding_side = side
-    return [normalise(o) for o in out]
-
-
-@torch.no_grad()
-def predict_images(model, processor, examples: Sequence[ImageExample], max_new_tokens: int, batch_size: int = 16) -> list[str]:
-    """Greedy completions of image + prompt examples through the model's processor (left padding, batched)."""
-    model.eval()
-    device = _device_of(model)
-    tok = processor.tokenizer
+    tok = text_tokenizer(tokenizer)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    model_type = getattr(model.config, "model_type", "model")
+    model_type = getattr(getattr(model, "config", None), "model_type", "model")
     out: list[str] = []
-    for i in range(0, len(examples), batch_size):
-        enc = batch_inputs(processor, model_type, examples[i : i + batch_size], device)
+    for i in range(0, len(items), batch_size):
+        enc = batch_inputs(tokenizer, model_type, items[i : i + batch_size], device)
         gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad,
                              eos_token_id=tok.eos_token_id)  # fmt: skip
         out.extend(tok.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True))
     return [normalise(o) for o in out]
+
+
+def predict(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 64) -> list[str]:
+    """Greedy completions of ``prompts`` (left padding, batched); special tokens stripped."""
+    return _generate(model, tokenizer, list(prompts), max_new_tokens, batch_size)
+
+
+def predict_images(model, processor, examples: Sequence[ImageExample], max_new_tokens: int, batch_size: int = 16) -> list[str]:
+    """Greedy completions of image + prompt examples through the model's processor (left padding, batched)."""
+    return _generate(model, processor, list(examples), max_new_tokens, batch_size)
 
 
 def predict_examples(model, tokenizer, examples: Sequence, max_new_tokens: int, batch_size: int = 64) -> list[str]:

@@ -127,45 +127,56 @@ def _greedy(model, tokenizer, prompts: Sequence, steps: int, batch_size: int) ->
     model_type = getattr(getattr(model, "config", None), "model_type", "model")
     require_processor(tokenizer, model_type, prompts)
     processor, tokenizer = tokenizer, text_tokenizer(tokenizer)
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
     eos = tokenizer.eos_token_id
-    try:
-        for pictured, group in _batches(prompts):
-            size = min(batch_size, 16) if pictured else batch_size
-            for i in range(0, len(group), size):
-                chunk = group[i : i + size]
-                if pictured:
-                    enc = batch_inputs(processor, model_type, chunk, device)
+    for pictured, group in _batches(prompts):
+        size = min(batch_size, 16) if pictured else batch_size
+        for i in range(0, len(group), size):
+            enc = batch_inputs(processor, model_type, group[i : i + size], device)
+            gen = model.generate(
+                **enc, max_new_tokens=steps, do_sample=False, pad_token_id=_pad_id(tokenizer), eos_token_id=eos,
+                output_logits=True, return_dict_in_generate=True,
+            )  # fmt: skip
+            ids = enc["input_ids"]
+            width = ids.shape[1]
+            logits = torch.stack(gen.logits, dim=1).float()  # (batch, steps taken, vocab)
+            out = _Greedy([], [], [])
+            for key, value in enc.items():
+                if key in ("input_ids", "attention_mask"):
+                    continue
+                if value.shape[:2] == ids.shape and not value.is_floating_point() and key not in NOT_PER_TOKEN:
+                    out.per_token[key] = [value[r][enc["attention_mask"][r].bool()].tolist() for r in range(len(ids))]
                 else:
-                    enc = tokenizer(list(chunk), return_tensors="pt", padding=True).to(device)
-                gen = model.generate(
-                    **enc, max_new_tokens=steps, do_sample=False, pad_token_id=_pad_id(tokenizer), eos_token_id=eos,
-                    output_logits=True, return_dict_in_generate=True,
-                )  # fmt: skip
-                ids = enc["input_ids"]
-                width = ids.shape[1]
-                logits = torch.stack(gen.logits, dim=1).float()  # (batch, steps taken, vocab)
-                out = _Greedy([], [], [])
-                for key, value in enc.items():
-                    if key in ("input_ids", "attention_mask"):
-                        continue
-                    if value.shape[:2] == ids.shape and not value.is_floating_point() and key not in NOT_PER_TOKEN:
-                        out.per_token[key] = [value[r][enc["attention_mask"][r].bool()].tolist() for r in range(len(ids))]
-                    else:
-                        out.pixels[key] = value.cpu()
-                for row in range(ids.shape[0]):
-                    prompt = ids[row][enc["attention_mask"][row].bool()].tolist()
-                    tokens = gen.sequences[row, width:].tolist()
-                    alive = len(tokens)
-                    if eos is not None and eos in tokens:
-                        alive = tokens.index(eos) + 1
-                    out.prompts.append(prompt)
-                    out.generated.append(tokens[:alive])
-                    out.logits.append(logits[row, :alive])
-                yield out
-    finally:
-        tokenizer.padding_side = side
+                    out.pixels[key] = value.cpu()
+            for row in range(ids.shape[0]):
+                prompt = ids[row][enc["attention_mask"][row].bool()].tolist()
+                tokens = gen.sequences[row, width:].tolist()
+                alive = len(tokens)
+                if eos is not None and eos in tokens:
+                    alive = tokens.index(eos) + 1
+                out.prompts.append(prompt)
+                out.generated.append(tokens[:alive])
+                out.logits.append(logits[row, :alive])
+            yield out
+
+
+class _Masses:
+    """Running mean, per greedy step, of the probability on each named token set."""
+
+    def __init__(self, token_sets: Mapping[str, Sequence[int]]) -> None:
+        self.index = {name: torch.tensor(sorted(set(ids)), dtype=torch.long) for name, ids in token_sets.items()}
+        self.totals = {name: 0.0 for name in self.index}
+        self.count = 0
+
+    def add(self, logits_per_prompt: Iterable[torch.Tensor]) -> None:
+        for logits in logits_per_prompt:
+            probs = torch.softmax(logits, dim=-1)
+            self.count += probs.shape[0]
+            for name, ids in self.index.items():
+                if len(ids):
+                    self.totals[name] += float(probs[:, ids.to(probs.device)].sum())
+
+    def means(self) -> dict[str, float]:
+        return {name: (total / self.count if self.count else 0.0) for name, total in self.totals.items()}
 
 
 def greedy_mass(
@@ -176,19 +187,12 @@ def greedy_mass(
 
     An empty set or no prompts measures 0.0.
     """
-    totals = {name: 0.0 for name in token_sets}
-    count = 0
+    masses = _Masses(token_sets)
     if not prompts:
-        return totals
-    index = {name: torch.tensor(sorted(set(ids)), dtype=torch.long) for name, ids in token_sets.items()}
+        return masses.means()
     for batch in _greedy(model, tokenizer, prompts, steps, batch_size):
-        for logits in batch.logits:
-            probs = torch.softmax(logits, dim=-1)
-            count += probs.shape[0]
-            for name, ids in index.items():
-                if len(ids):
-                    totals[name] += float(probs[:, ids.to(probs.device)].sum())
-    return {name: (total / count if count else 0.0) for name, total in totals.items()}
+        masses.add(batch.logits)
+    return masses.means()
 
 
 def number_mass(model, tokenizer, prompts: Sequence, steps: int = 4, batch_size: int = 64) -> float:
@@ -232,9 +236,7 @@ def reference(
     ``token_sets`` (one decoding serves both). Sequences are right-padded, so positions need no position ids."""
     model.eval()
     ref = Reference()
-    sets = {name: torch.tensor(sorted(set(ids)), dtype=torch.long) for name, ids in (token_sets or {}).items()}
-    totals = {name: 0.0 for name in sets}
-    count = 0
+    masses = _Masses(token_sets or {})
     pad = _pad_id(text_tokenizer(tokenizer))
     for batch in _greedy(model, tokenizer, prompts, steps, batch_size):
         seqs = [p + g for p, g in zip(batch.prompts, batch.generated)]
@@ -257,13 +259,8 @@ def reference(
         ref.batches.append((ids, mask, r_t, c_t))
         ref.inputs.append(extra)
         ref.logprobs.append(_teacher_forced_logprobs(model, ids, mask, r_t, c_t, extra).cpu())
-        for logits in batch.logits:
-            probs = torch.softmax(logits, dim=-1)
-            count += probs.shape[0]
-            for name, token_ids in sets.items():
-                if len(token_ids):
-                    totals[name] += float(probs[:, token_ids.to(probs.device)].sum())
-    ref.masses = {name: (total / count if count else 0.0) for name, total in totals.items()}
+        masses.add(batch.logits)
+    ref.masses = masses.means()
     return ref
 
 

@@ -12,14 +12,15 @@ for Qwen2-VL / Qwen2.5-VL.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 __all__ = ["NOT_PER_TOKEN", "ImageExample", "VisionError", "batch_inputs", "encode_image_example", "image_prompt",
-           "is_processor", "require_processor", "text_tokenizer"]  # fmt: skip
+           "is_processor", "left_padding", "require_processor", "text_tokenizer"]  # fmt: skip
 
 _IMAGE_PROMPT = {
     "qwen2_vl": "<|vision_start|>{image}<|vision_end|>{prompt}",
@@ -103,14 +104,25 @@ def encode_image_example(processor: Any, model_type: str, ex: ImageExample) -> d
     return {"prompt": text, "prompt_ids": ids, "inputs": inputs, "token_inputs": token_inputs}
 
 
-def batch_inputs(processor: Any, model_type: str, examples: Sequence[ImageExample], device: torch.device) -> dict:
-    """Left-padded model inputs for a batch of image examples (generation)."""
-    tok = processor.tokenizer
-    side = tok.padding_side
-    tok.padding_side = "left"
+@contextmanager
+def left_padding(tokenizer: Any) -> Iterator[None]:
+    """Pad on the left while inside (generation continues where each prompt ends); the tokenizer's side is restored."""
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
     try:
-        enc = processor(text=[image_prompt(processor, model_type, ex.prompt) for ex in examples],
-                        images=[ex.pixels() for ex in examples], return_tensors="pt", padding=True)  # fmt: skip
+        yield
     finally:
-        tok.padding_side = side
+        tokenizer.padding_side = side
+
+
+def batch_inputs(tokenizer: Any, model_type: str, items: Sequence, device: torch.device) -> dict:
+    """Left-padded model inputs for one batch for generation: text prompts through the (text) tokenizer, or
+    :class:`ImageExample` objects through the processor (``tokenizer`` is then the model's processor)."""
+    tok = text_tokenizer(tokenizer)
+    with left_padding(tok):
+        if items and isinstance(items[0], ImageExample):
+            enc = tokenizer(text=[image_prompt(tokenizer, model_type, ex.prompt) for ex in items],
+                            images=[ex.pixels() for ex in items], return_tensors="pt", padding=True)  # fmt: skip
+        else:
+            enc = tok(list(items), return_tensors="pt", padding=True)
     return {k: v.to(device) for k, v in enc.items() if isinstance(v, torch.Tensor)}
