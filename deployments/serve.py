@@ -51,7 +51,7 @@ from prefect.types.entrypoint import EntrypointType
 from flows.retrain import retrain
 from flows.watch import watch
 from skillgraft.config import SkillgraftConfig, load_config
-from skillgraft.names import check_name
+from skillgraft.names import InvalidName, check_name
 from tasks.events import DATA_ARRIVED
 from tasks.steps import GPU_SLOT_ENV
 
@@ -148,6 +148,13 @@ def crash_interrupted_runs(names: list[str]) -> list[str]:
     return crashed
 
 
+def _slot_name(value: str) -> str:
+    try:
+        return check_name("GPU slot", value)
+    except InvalidName as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m deployments.serve", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", help="skillgraft.yaml (default: $SKILLGRAFT_CONFIG, or ./skillgraft.yaml if present)")
@@ -156,7 +163,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cron", default=os.environ.get("SKILLGRAFT_RETRAIN_CRON", DEFAULT_CRON),
                    help=f"retrain schedule (default {DEFAULT_CRON!r}: nightly)")  # fmt: skip
     p.add_argument("--timezone", default=os.environ.get("SKILLGRAFT_RETRAIN_TIMEZONE", DEFAULT_TIMEZONE))
-    p.add_argument("--gpu-slot", default=os.environ.get(GPU_SLOT_ENV) or None,
+    p.add_argument("--gpu-slot", default=os.environ.get(GPU_SLOT_ENV) or None, type=_slot_name,
                    help="global concurrency limit the GPU steps take a slot of (e.g. gpu-0); default: none")  # fmt: skip
     p.add_argument("--gpu-slots", type=int, default=1, help="slots of --gpu-slot when it has to be created")
     p.add_argument("--watch-every", type=float, default=float(os.environ.get("SKILLGRAFT_WATCH_EVERY", DEFAULT_WATCH_SECONDS)),

@@ -60,7 +60,12 @@ def accelerator_slot(step: str) -> Iterator[None]:
     from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError  # raised by the sync API too
     from prefect.concurrency.sync import concurrency
 
-    timeout = float(os.environ[GPU_SLOT_TIMEOUT_ENV]) if os.environ.get(GPU_SLOT_TIMEOUT_ENV) else None
+    raw = os.environ.get(GPU_SLOT_TIMEOUT_ENV) or None
+    try:
+        timeout = float(raw) if raw is not None else None
+    except ValueError:
+        raise ValueError(f"{GPU_SLOT_TIMEOUT_ENV}={raw!r} is not a number of seconds; unset it to wait as long as "
+                         "it takes") from None  # fmt: skip
     try:
         # a lease renewal that fails mid-training (a server blip) must not kill hours of fine-tuning
         with concurrency(name, occupy=1, timeout_seconds=timeout, strict=True, raise_on_lease_renewal_failure=False):

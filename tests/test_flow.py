@@ -209,3 +209,12 @@ def test_gpu_steps_take_turns_on_the_accelerator_slot_and_give_it_back(bootstrap
     land(store, tmp, "count", 150, seed=5)
     state = retrain(return_state=True, config=cfg, task="count")
     assert state.is_failed() and "prefect gcl create sg-no-such-limit" in str(state.result(raise_on_failure=False))
+
+
+def test_a_gpu_slot_name_that_is_not_a_safe_name_is_refused_before_anything_starts(capsys):
+    from deployments.serve import parse_args
+
+    with pytest.raises(SystemExit) as stopped:
+        parse_args(["--gpu-slot", "GPU 0"])
+    assert stopped.value.code == 2 and "invalid GPU slot name 'GPU 0'" in capsys.readouterr().err
+    assert parse_args(["--gpu-slot", "gpu-0"]).gpu_slot == "gpu-0"

@@ -86,6 +86,13 @@ def server(
     as it is (and left running). Flow runs still in progress when stopped are marked crashed in the UI.
     """
     cfg = load_cfg(config, store=store, model=model)
+    if gpu_slot:
+        from skillgraft.names import InvalidName, check_name
+
+        try:
+            check_name("GPU slot", gpu_slot)
+        except InvalidName as e:
+            fail(str(e), 2)
     api = f"http://{host}:{port}/api"
     ui = f"http://{host}:{port}"
     home = Path(os.environ.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser()
