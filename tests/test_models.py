@@ -347,6 +347,52 @@ def test_config_naming_a_pickle_weights_file_is_refused(tiny_dir):
         load_model(str(tiny_dir))
 
 
+def _shard(tiny_dir: Path, shard: str) -> None:
+    """Turn the single weights file into a one-shard index naming ``shard``."""
+    from safetensors.torch import load_file
+
+    names = list(load_file(tiny_dir / "model.safetensors"))
+    (tiny_dir / "model.safetensors").unlink()
+    index = {"metadata": {}, "weight_map": {name: shard for name in names}}
+    (tiny_dir / "model.safetensors.index.json").write_text(json.dumps(index))
+
+
+@pytest.mark.parametrize("shard", ["pytorch_model-00001.bin", "weights.pt"])
+def test_shard_index_naming_a_pickle_is_refused_before_anything_is_read(tiny_dir, monkeypatch, shard):
+    _shard(tiny_dir, shard)
+    (tiny_dir / shard).write_bytes(b"not read")
+
+    def never(*args, **kwargs):
+        raise AssertionError("torch.load was called")
+
+    monkeypatch.setattr(torch, "load", never)
+    with pytest.raises(PickleWeightsRefused, match=rf"shard '{shard}' is not a safetensors file.*Nothing was read"):
+        load_model(str(tiny_dir))
+
+
+@pytest.mark.parametrize("shard", ["../outside.safetensors", "/etc/passwd.safetensors", "sub/x.safetensors", ".."])
+def test_shard_index_pointing_outside_the_directory_is_refused(tiny_dir, tmp_path, shard):
+    (tmp_path / "outside.safetensors").write_bytes((tiny_dir / "model.safetensors").read_bytes())
+    _shard(tiny_dir, shard)
+    with pytest.raises(ModelSourceError, match="is not a file name inside"):
+        load_model(str(tiny_dir))
+
+
+def test_weights_that_do_not_match_the_config_are_an_error_not_random_layers(tiny_dir):
+    """A config that asks for more layers (or other shapes) than the weights hold would leave layers random."""
+    config = json.loads((tiny_dir / "config.json").read_text())
+    (tiny_dir / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 3}))
+    with pytest.raises(ModelSourceError, match=r"do not match config\.json: \d+ tensors the config needs are missing "
+                                               r"\(model\.layers\.2\."):  # fmt: skip
+        load_model(str(tiny_dir))
+    (tiny_dir / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 1}))
+    with pytest.raises(ModelSourceError, match=r"tensors are not in the model \(model\.layers\.1\."):
+        load_model(str(tiny_dir))
+    (tiny_dir / "config.json").write_text(json.dumps({**config, "intermediate_size": 48}))
+    with pytest.raises(ModelSourceError, match=r"(wrong shape|do not match)"):
+        load_model(str(tiny_dir))
+
+
 def test_directory_without_config_or_tokenizer_says_what_is_missing(tiny_dir, tmp_path):
     (tiny_dir / "tokenizer.json").unlink()
     (tiny_dir / "tokenizer_config.json").unlink()

@@ -13,6 +13,7 @@ Raises:
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -129,7 +130,11 @@ def load_model(
         model_kwargs["use_safetensors"] = True
         if dtype is not None:
             model_kwargs["dtype"] = dtype
-    model = _fetch(location, source, "weights", lambda: model_class.from_pretrained(location.path, **model_kwargs))
+    model, info = _fetch(
+        location, source, "weights",
+        lambda: model_class.from_pretrained(location.path, output_loading_info=True, **model_kwargs),
+    )  # fmt: skip
+    _refuse_partial_weights(info, source)
     if location.gguf_file is not None:
         _forget_quantizer(model)
 
@@ -186,6 +191,7 @@ def _check_local_dir(path: Path) -> None:
             f"{path}: no config.json, so not a Hugging Face model directory (expected config.json, "
             f"model.safetensors and tokenizer files){hint}"
         )
+    _check_shard_index(path)
     if not any(n in names for n in _SAFE_WEIGHTS):
         if pickles := [n for n in names if n.lower().endswith(_PICKLE_SUFFIXES)]:
             raise PickleWeightsRefused(
@@ -202,6 +208,59 @@ def _check_local_dir(path: Path) -> None:
             f"{path}: no tokenizer files (looked for {', '.join(_TOKENIZER_FILES)}); save the tokenizer next to the "
             f"model with tokenizer.save_pretrained(dir)"
         )
+
+
+_MAX_INDEX_BYTES = 64 * 2**20  # a shard index lists tensor names: even a 400B model's is a few MB
+
+
+def _check_shard_index(path: Path) -> None:
+    """``model.safetensors.index.json`` names the shard files transformers will open: each must be a plain
+    ``*.safetensors`` file name inside the directory (no pickle, no path that leaves it), present on disk."""
+    index = path / "model.safetensors.index.json"
+    if not index.is_file():
+        return
+    if index.stat().st_size > _MAX_INDEX_BYTES:
+        raise ModelSourceError(f"{index}: {index.stat().st_size:,} bytes, over the {_MAX_INDEX_BYTES:,} a shard index may be")
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        shards = set(weight_map.values())
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ModelSourceError(f"{index}: not a shard index (a JSON object with a 'weight_map' of tensor → file): {e}") from None
+    for shard in sorted(map(str, shards)):
+        if "/" in shard or "\\" in shard or shard in ("", ".", "..") or shard.startswith("."):
+            raise ModelSourceError(
+                f"{index}: shard {shard!r} is not a file name inside {path}; an index may only name *.safetensors "
+                f"files next to it. Nothing was read."
+            )
+        if not shard.endswith(".safetensors"):
+            raise PickleWeightsRefused(
+                f"{index}: shard {shard!r} is not a safetensors file; skillgraft never unpickles files (they can run "
+                f"code). Convert the shards to safetensors. Nothing was read."
+            )
+        if not (path / shard).is_file():
+            raise ModelSourceError(f"{index}: shard {shard!r} is missing from {path}")
+
+
+def _refuse_partial_weights(info: dict[str, Any], source: str) -> None:
+    """Weights that do not match the config would leave layers at their random initialisation (and a hash nobody
+    can reproduce): every tensor the model expects must be in the checkpoint, and nothing else."""
+    missing = sorted(info.get("missing_keys") or [])
+    unexpected = sorted(info.get("unexpected_keys") or [])
+    mismatched = sorted(str(m[0]) if isinstance(m, tuple) else str(m) for m in info.get("mismatched_keys") or [])
+    if not (missing or unexpected or mismatched):
+        return
+
+    def some(names: list[str]) -> str:
+        return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+    parts = [f"{len(missing)} tensors the config needs are missing ({some(missing)})" if missing else "",
+             f"{len(unexpected)} tensors are not in the model ({some(unexpected)})" if unexpected else "",
+             f"{len(mismatched)} have the wrong shape ({some(mismatched)})" if mismatched else ""]  # fmt: skip
+    raise ModelSourceError(
+        f"{source}: the weights do not match config.json: {'; '.join(p for p in parts if p)}. Loading it would train "
+        f"randomly initialised layers; check that config.json and the weights come from the same checkpoint. "
+        f"Nothing was registered."
+    )
 
 
 def _refuse_pickle_named_in_config(config: PreTrainedConfig, source: str) -> None:
@@ -253,6 +312,13 @@ def _fetch(location: _Location, source: str, what: str, load: Callable[[], _T]) 
     """Run one ``from_pretrained`` step; turn a missing-file error into one that says what to do."""
     try:
         return load()
+    except RuntimeError as err:
+        if "mismatched_sizes" not in str(err) and "size mismatch" not in str(err):
+            raise
+        raise ModelSourceError(
+            f"{source}: the weights do not match config.json: some tensors have the wrong shape (transformers: {err}). "
+            f"Check that config.json and the weights come from the same checkpoint. Nothing was registered."
+        ) from None
     except OSError as err:
         if location.kind == "dir":
             raise ModelSourceError(f"{source}: could not load the {what} from {location.path}: {err}") from err
