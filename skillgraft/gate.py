@@ -20,7 +20,7 @@ import math
 from collections.abc import Sequence
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from skillgraft.evaluate import RegressionReport, SuiteRow, TaskScore
 
@@ -37,6 +37,8 @@ class GatePolicy(BaseModel):
 conservative than the exact test, so prefer ``"mcnemar"`` for small splits). Both compare exact matches per example; a task
     without paired per-example results is judged on its scores alone, as with ``"off"`` (fail-closed).
     """
+
+    model_config = ConfigDict(extra="forbid")
 
     min_gain: float | None = Field(0.05, ge=0, description="each new task must improve by at least this much")
     max_drop: float | None = Field(0.05, ge=0, description="no old task may drop by more than this; None refuses all")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from skillgraft.probe import (
     Reference,
@@ -47,6 +47,8 @@ class DriftWatch(BaseModel):
     forward pass of the probe prompts per check, and one copy of the trainable parameters.
     """
 
+    model_config = ConfigDict(extra="forbid")
+
     budget: float = Field(gt=0, description="largest allowed drift (nats for kl, probability for the masses)")
     metric: Literal["kl", "number_mass", "answer_mass"] = Field("kl", description="what the budget applies to")
     every: int = Field(10, ge=1, description="check every N optimizer steps (and once at the end)")
@@ -58,6 +60,8 @@ class DriftWatch(BaseModel):
 
 class TrainConfig(BaseModel):
     """Knobs of the fine-tune; the defaults run on a laptop CPU."""
+
+    model_config = ConfigDict(extra="forbid")
 
     steps: int = Field(200, ge=1, description="optimizer steps")
     learning_rate: float = Field(1e-3, gt=0)
