@@ -49,9 +49,14 @@ def retrain(
     recipe: str | None = None,
     config: str | None = None,
     bootstrap: bool = False,
+    base: str | None = None,
 ) -> RetrainOutcome:
-    """Teach ``model`` the data waiting in its landing zone (``task``: only that task) without forgetting the rest."""
-    cfg = load_config(config, store=store, model=model, recipe=recipe)
+    """Teach ``model`` the data waiting in its landing zone (``task``: only that task) without forgetting the rest.
+
+    ``base`` (like ``base:`` in the config) registers a new model on that base; for a registered model it must be
+    the base it was registered on, else the run stops before anything is read or trained.
+    """
+    cfg = load_config(config, store=store, model=model, recipe=recipe, base=base)
     task = task or None  # "" (a form, a shell variable) means every task, like None
     outcome = teach(cfg, task, bootstrap)
     review.rename_flow_run(review.run_name(cfg.model, task, outcome.tasks, outcome.status))

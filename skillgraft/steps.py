@@ -56,18 +56,41 @@ def resolve_base(source: str, gguf_file: str | None = None, trust_remote_code: b
     return load_model(source, gguf_file=gguf_file, trust_remote_code=trust_remote_code)
 
 
+def base_source(source: str) -> str:
+    """A base as it is registered: a local path made absolute (so a run from another directory finds it again)."""
+    if source.startswith("builtin:"):
+        return source
+    path = Path(source).expanduser()
+    return str(path.resolve()) if path.exists() else source
+
+
+def check_base(store: ObjectStore, cfg: SkillgraftConfig):
+    """The registered model's info (None for a new model); :class:`BaseMismatch` if the config asks for another base."""
+    info = Registry(store, cfg.model).info()
+    if info is not None and "base" in cfg.model_fields_set and base_source(cfg.base) != info.base.source:
+        raise BaseMismatch(
+            f"model {cfg.model!r} in {store.url} is registered on base {info.base.source}, but this run asks for base "
+            f"{base_source(cfg.base)}. Nothing was submitted or trained. Leave the base out to keep training "
+            f"{cfg.model!r}, or register a new model on that base with --model NAME."
+        )
+    return info
+
+
 def ensure_model(store: ObjectStore, cfg: SkillgraftConfig) -> BaseRef:
-    """Register ``cfg.model`` on its base (once). A built-in base is snapshotted into the store."""
+    """Register ``cfg.model`` on its base (once). A built-in base is snapshotted into the store.
+
+    Raises :class:`BaseMismatch` when the config or the caller *set* a base (``cfg.model_fields_set``) that is not
+    the one the model is registered on; an unset base means "the registered one".
+    """
     reg = Registry(store, cfg.model)
-    info = reg.info()
+    info = check_base(store, cfg)
+    source = base_source(cfg.base)
     if info is not None:
-        if info.base.source != cfg.base:
-            log.warning("model %s is registered on base %s; ignoring configured base %s", cfg.model, info.base.source, cfg.base)
         return info.base
-    loaded = resolve_base(cfg.base, cfg.gguf_file, cfg.trust_remote_code)
-    snapshot = cfg.base.startswith("builtin:")
+    loaded = resolve_base(source, cfg.gguf_file, cfg.trust_remote_code)
+    snapshot = source.startswith("builtin:")
     base = BaseRef(
-        source=cfg.base, sha256=state_dict_sha256(loaded.model), model_type=loaded.model_type,
+        source=source, sha256=state_dict_sha256(loaded.model), model_type=loaded.model_type,
         gguf_file=cfg.gguf_file, snapshot=snapshot, trust_remote_code=cfg.trust_remote_code,
     )  # fmt: skip
     if snapshot:

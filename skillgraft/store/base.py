@@ -29,6 +29,22 @@ class InvalidKey(StoreError, ValueError):
     """A key that is empty, absolute, or would leave the store's root / prefix ('..', '.', '//', '\\', NUL)."""
 
 
+class UnsafeFile(StoreError):
+    """A local store path that is not a plain file inside the store: a symbolic link (or a path through a linked
+    directory), a FIFO, a device or a socket. It is never read, followed or written through."""
+
+    def __init__(self, store_url: str, key: str, what: str, *, at: str | None = None) -> None:
+        at = at or key
+        problem = f"is {what}" if at == key else f"is refused: {at!r} on its path is {what}"
+        super().__init__(
+            f"{key!r} in store {store_url} {problem}; only plain files inside the store are objects, so nothing was "
+            "read, followed or written through it"
+        )
+        self.key = key
+        self.what = what
+        self.at = at
+
+
 class StoreUnreachable(StoreError):
     """The store's endpoint could not be reached (connection refused, DNS, timeout)."""
 
