@@ -9,10 +9,12 @@ from __future__ import annotations
 import typer
 
 from skillgraft.cli import data, loop, registry, server
+from skillgraft.cli.errors import friendly
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
 for group in (loop, data, registry, server):
     for command in group.app.registered_commands:
+        command.callback = friendly(command.callback)  # one clear line and an exit code, never a traceback
         app.registered_commands.append(command)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -10,8 +12,26 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
-err = Console(stderr=True)
+# C0 controls but tab and newline, DEL and C1: what a terminal would act on (colours, clearing, titles, cursor moves).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def visible(text: str) -> str:
+    """``text`` with every control character shown as ``\\xNN`` instead of sent to the terminal."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+class SafeConsole(Console):
+    """A rich Console that never passes a control character from data (a task name, a ``--reason``, a field name
+    read from a file) to the terminal: every string it renders — print arguments, table cells — goes through
+    :func:`visible` first. Its own styling is added after, so colours still work."""
+
+    def render_str(self, text: str, **kwargs):  # type: ignore[override]
+        return super().render_str(visible(text), **kwargs)
+
+
+console = SafeConsole()
+err = SafeConsole(stderr=True)
 
 StoreOpt = Annotated[Optional[str], typer.Option("--store", envvar="SKILLGRAFT_STORE", help="store URL: a directory or s3://bucket/prefix")]  # fmt: skip
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", envvar="SKILLGRAFT_MODEL", help="registered model name")]  # fmt: skip
@@ -34,11 +54,41 @@ def fail(message: str, code: int = 1):
 
 
 def prefect_env() -> None:
+    """Settings for a command that runs a flow: a startup timeout for the embedded Prefect server that a cold start
+    on a busy machine meets (Prefect's own 20 s default is often too short; overridable), and Prefect's console
+    logging without tracebacks (the error itself is printed once by :mod:`skillgraft.cli.errors`; the full trace still
+    goes to the Prefect API, where the UI shows it, and ``SKILLGRAFT_DEBUG=1`` keeps it on the console)."""
+    from skillgraft.cli.errors import DEFAULT_STARTUP_TIMEOUT_S, STARTUP_TIMEOUT_ENV
+
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+    os.environ.setdefault(STARTUP_TIMEOUT_ENV, DEFAULT_STARTUP_TIMEOUT_S)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-load "Loading weights" bars drown the run's own output
+    if os.environ.get("SKILLGRAFT_DEBUG") != "1":
+        _quiet_prefect_tracebacks()
+
+
+class _NoTraceback(logging.Filter):
+    """Keep a log line, drop the traceback Prefect attaches to it (as exc_info or inside the message)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.exc_info or record.exc_text or "Traceback (most recent call last)" in message:
+            record.exc_info, record.exc_text = None, None
+            record.msg, record.args = message.split("\nTraceback (most recent call last)")[0], None
+        return True
+
+
+def _quiet_prefect_tracebacks() -> None:
+    import prefect.main  # noqa: F401  (configures Prefect's logging handlers)
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    for logger in [logging.getLogger(), *(v for v in logging.Logger.manager.loggerDict.values() if isinstance(v, logging.Logger))]:
+        for handler in logger.handlers:
+            if isinstance(handler, PrefectConsoleHandler) and not any(isinstance(f, _NoTraceback) for f in handler.filters):
+                handler.addFilter(_NoTraceback())
 
 
 def print_outcome(outcome) -> None:

@@ -35,6 +35,36 @@ def open_intake(cfg, task: str, spec: Path | None):
     return intake
 
 
+def _intake_for_check(cfg, task: str, spec: Path | None):
+    """The intake, and the spec to check against: ``--spec`` as given (never registered: validate writes nothing),
+    else the registered one. A ``--spec`` that differs from the registered spec is refused (the data would be
+    checked by rules the intake would not apply)."""
+    from skillgraft.data import Intake, TaskSpec, TaskSpecError, UnknownTask
+    from skillgraft.names import InvalidName, check_name
+    from skillgraft.store import open_store
+
+    intake = Intake(open_store(cfg.store))
+    try:
+        check_name("task", task)
+        loaded = TaskSpec.from_yaml(spec) if spec is not None else None
+    except (InvalidName, TaskSpecError) as e:
+        fail(str(e), 2)
+    if loaded is not None and loaded.name != task:
+        fail(f"{spec}: spec is for task {loaded.name!r}, not {task!r}", 2)
+    try:
+        registered = intake.task_spec(task)
+    except UnknownTask:
+        if loaded is None:
+            fail(f"task {task!r} is not registered in {cfg.store}; pass --spec task.yaml (see README: Task data)", 2)
+        return intake, loaded
+    if loaded is not None and loaded != registered:
+        old, new = registered.model_dump(), loaded.model_dump()
+        changes = ", ".join(f"{k}: {old[k]!r} -> {new[k]!r}" for k in old if old[k] != new[k])
+        fail(f"{spec}: task {task!r} is registered with a different spec ({changes}); its data is checked by the "
+             f"registered spec. Use a new task name for the new rules.", 2)  # fmt: skip
+    return intake, registered
+
+
 def submit_files(intake, task: str, files: list[Path]) -> list[str]:
     """Land each file (and the images it references); stop at the first that can't be submitted, saying which
     files already landed."""
@@ -66,10 +96,10 @@ def validate(
     """Check FILES against TASK's rules (the same as intake, leakage included) without submitting anything."""
     cfg = load_cfg(config, store=store)
     _files(files)
-    intake = open_intake(cfg, task, spec)
+    intake, candidate = _intake_for_check(cfg, task, spec)
     bad = 0
     for f in files:
-        report = intake.check(task, f)
+        report = intake.check(task, f, candidate)
         mark = "[green]ok[/]" if report.success else "[red]REJECTED[/]"
         console.print(f"{mark} {f}: {report.rows} rows ({report.train_rows} train / {report.eval_rows} eval), "
                       f"batch id {report.batch_id}")  # fmt: skip

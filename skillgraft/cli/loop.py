@@ -73,11 +73,16 @@ def run(
     for f in files:
         if not f.is_file():
             fail(f"{f}: no such file; nothing was submitted", 2)
+    from skillgraft.steps import check_base
+    from skillgraft.store import open_store
+
+    check_base(open_store(cfg.store), cfg)  # a registered model asked for another base: stop before submitting
     intake = open_intake(cfg, task, spec)
     submit_files(intake, task, files)
     from flows.retrain import retrain
 
-    outcome = retrain(model=cfg.model, task=task, store=cfg.store, recipe=recipe, config=str(config) if config else None)
+    outcome = retrain(model=cfg.model, task=task, store=cfg.store, recipe=recipe, config=str(config) if config else None,
+                      base=base)  # fmt: skip
     print_outcome(outcome)
     if outcome.status not in ("promoted",):
         raise typer.Exit(3 if outcome.status == "rejected" else 1)

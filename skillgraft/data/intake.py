@@ -320,7 +320,7 @@ class Intake:
             return self._quarantine(key, task, task, file, data, report)
         return self._accept(key, spec, file, data, batch_id, report, [r.example for r in records], sides, blobs)
 
-    def check(self, task: str, path: str | os.PathLike[str]) -> ValidationReport:
+    def check(self, task: str, path: str | os.PathLike[str], spec: TaskSpec | None = None) -> ValidationReport:
         """Run the intake's checks on a local file without submitting it (nothing is written to the store); its
         images are read relative to its folder."""
         path = Path(path)
