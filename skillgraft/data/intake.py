@@ -322,11 +322,13 @@ class Intake:
 
     def check(self, task: str, path: str | os.PathLike[str], spec: TaskSpec | None = None) -> ValidationReport:
         """Run the intake's checks on a local file without submitting it (nothing is written to the store); its
-        images are read relative to its folder."""
+        images are read relative to its folder. ``spec``: check against this spec (not registered) instead of the
+        registered one — for a task that is not registered yet."""
         path = Path(path)
         data = path.read_bytes()
         reader = self._local_image_reader(task, path.parent.resolve())
-        report, _, _ = self._validate(self.task_spec(task), safe_file_name(path.name), data, batch_id_of(data), reader)
+        spec = spec if spec is not None else self.task_spec(task)
+        report, _, _ = self._validate(spec, safe_file_name(path.name), data, batch_id_of(data), reader)
         return report
 
     def _local_image_reader(self, task: str, folder: Path):
