@@ -67,6 +67,9 @@ def retrain(
 
 def teach(cfg: SkillgraftConfig, task: str | None, bootstrap: bool) -> RetrainOutcome:
     t.register_model(cfg)
+    resumed = t.finish_interrupted(cfg)  # a lost champion pointer stops here; an unchecked champion is checked first
+    if resumed.stop:
+        return RetrainOutcome(model=cfg.model, status="check-failed", champion=resumed.champion, notes=resumed.notes)
     data = t.ingest(cfg, task)
     if not data.batches:
         status = "data-rejected" if data.rejected else "no-new-data"

@@ -32,7 +32,15 @@ Rules:
   repeated rollbacks walk back down the chain (v3 → v2 → v1 → error) and never bounce between two versions. Making a
   version that never was champion the champion is a promotion, not a rollback.
 * A version whose last decision in history is ``reject`` is promoted only with ``force=True`` (recorded as
-  ``"forced": true``).
+  ``"forced": true``). A version that was champion only through forced promotions is a rollback target only with
+  ``force=True`` too (the rollback is recorded as forced).
+* A promotion passes ``move_id`` (the flow: candidate + gated-against etag): a retry that finds the pointer already
+  carrying its ``move_id`` finishes the history entry and reports success instead of a conflict with itself.
+* **Missing pointer.** ``champion.json`` absent while the history records pointer moves is damage, not "no champion":
+  promote, rollback and :meth:`Registry.require_intact_pointer` (called before training) raise
+  :class:`ChampionMissing`; :meth:`Registry.repair` rebuilds the pointer from the history (a ``repair`` entry).
+* **Post-promotion checks are logged** (``post-check-passed`` / ``-failed`` / ``-skipped``):
+  :meth:`Registry.unchecked_champion` names a promoted champion whose check never ran (a crash in between).
 """
 
 from __future__ import annotations
@@ -57,7 +65,9 @@ from skillgraft.store.base import KeyExists, KeyNotFound, ObjectStore
 MANIFEST = "manifest.json"
 CLAIM = "claim.json"
 RESERVED_FILES = frozenset({MANIFEST, CLAIM})
-POINTER_ACTIONS = frozenset({"promote", "rollback"})
+POINTER_ACTIONS = frozenset({"promote", "rollback", "repair"})
+CHECK_ACTIONS = frozenset({"post-check-passed", "post-check-failed", "post-check-skipped"})
+"""History actions recording the post-promotion check of the champion (see :meth:`Registry.unchecked_champion`)."""
 
 _VERSION_ID = re.compile(r"^v([1-9][0-9]*)$")
 _FILE_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -142,7 +152,17 @@ class NoChampion(RegistryError):
 
 
 class PromotionRefused(RegistryError):
-    """The version's recorded decision forbids the promotion (it was rejected); ``force=True`` overrides."""
+    """The version's recorded decision forbids the promotion (it was rejected), or a rollback targets a version that
+    was champion only through a forced promotion; ``force=True`` overrides."""
+
+
+class ChampionMissing(RegistryError):
+    """``champion.json`` is gone but the history records champions: a damaged store. Nothing may train, promote or
+    roll back until :meth:`Registry.repair` rebuilds the pointer (``skillgraft repair``)."""
+
+    def __init__(self, message: str, *, last: HistoryEntry) -> None:
+        super().__init__(message)
+        self.last = last
 
 
 # --- typed records --------------------------------------------------------------------------------------------------
@@ -154,6 +174,12 @@ class ModelInfo(BaseModel):
     name: str
     base: BaseRef
     created_at: str = Field(default_factory=utcnow)
+    base_files: dict[str, FileEntry] | None = Field(
+        default=None,
+        description="sha256 + size of every base snapshot file (models/<model>/base/...) when the model was "
+        "registered, so status and promotion can check the snapshot without loading it (None: no snapshot, or a "
+        "model registered before this was recorded)",
+    )
 
 
 class ChampionPointer(BaseModel):
@@ -164,10 +190,15 @@ class ChampionPointer(BaseModel):
     since: str
     reason: str
     actor: str
-    action: Literal["promote", "rollback"] = Field(
+    action: Literal["promote", "rollback", "repair"] = Field(
         "promote", description="the move that set this pointer (so a missing history entry can be written later)"
     )
     forced: bool = False
+    move_id: str | None = Field(
+        None,
+        description="the mover's id for this move (the retrain flow: candidate + the champion etag it was gated "
+        "against), so a retried promotion recognises its own landed write instead of calling it a conflict",
+    )
 
 
 class HistoryEntry(BaseModel):
@@ -204,6 +235,12 @@ class VersionInfo(BaseModel):
     created_at: str | None = None
     champion: bool = False
     last_action: str | None = Field(default=None, description="the last history action naming this version")
+    gated: bool = Field(
+        default=True,
+        description="False for a complete version that has no gate decision (decision.json) and that no history "
+        "entry names: its run stopped between writing it and the gate. Its batches count as not trained on, so the "
+        "next run trains on them again",
+    )
     problems: list[str] = Field(
         default_factory=list,
         description="why the version is incomplete or corrupt; a version whose parent is not complete is corrupt "
@@ -292,7 +329,10 @@ class Registry:
     def init(self, base: BaseRef) -> ModelInfo:
         """Register the model with its base. Idempotent for the same base (same ``sha256``, the weights' identity);
         raises :class:`BaseMismatch` for a different one."""
-        info = ModelInfo(name=self.model, base=base)
+        base_prefix = f"{self._root}/base/"
+        files = {key[len(base_prefix) :]: self.store.get(key) for key in self.store.keys(base_prefix)}
+        recorded = {n: FileEntry(sha256=_sha256(d), size=len(d)) for n, d in files.items()} if files else None
+        info = ModelInfo(name=self.model, base=base, base_files=recorded)
         try:
             self.store.put_new(f"{self._root}/model.json", info.model_dump_json(indent=2).encode())
             return info
@@ -343,6 +383,34 @@ class Registry:
 
     def has_base_snapshot(self) -> bool:
         return next(iter(self.store.keys(f"{self._root}/base/")), None) is not None
+
+    def base_problems(self, *, verify: bool = True, info: ModelInfo | None = None) -> list[str]:
+        """What is wrong with the base snapshot (files under ``models/<model>/base/``) against the list recorded at
+        registration: a missing, added, resized or (``verify``) changed file. Empty when the base is not a
+        snapshot or nothing was recorded (older stores: only loading the base checks it, against its hash)."""
+        info = info or self._require_info()
+        if not info.base.snapshot or info.base_files is None:
+            return []
+        prefix = f"{self._root}/base/"
+        present = {key[len(prefix) :] for key in self.store.keys(prefix)}
+        problems = [f"base file {n}: missing ({prefix}{n})" for n in sorted(set(info.base_files) - present)]
+        problems += [f"base file {n}: not in the snapshot recorded at registration ({prefix}{n})"
+                     for n in sorted(present - set(info.base_files))]  # fmt: skip
+        for name, entry in sorted(info.base_files.items()):
+            if name not in present:
+                continue
+            if not verify:
+                continue
+            try:
+                data = self.store.get(prefix + name)
+            except KeyNotFound:
+                problems.append(f"base file {name}: missing ({prefix}{name})")
+                continue
+            if len(data) != entry.size:
+                problems.append(f"base file {name}: size {len(data)} bytes, registered as {entry.size}")
+            if (actual := _sha256(data)) != entry.sha256:
+                problems.append(f"base file {name}: sha256 {actual}, registered as {entry.sha256}")
+        return problems
 
     # --- versions ---------------------------------------------------------------------------------------------------
 
@@ -432,6 +500,8 @@ class Registry:
         file; with ``verify=True`` every file's sha256 and size are checked too (reads every file)."""
         listing = self._listing()
         champion = self.champion()
+        info = self.info()
+        base_problems = self.base_problems(verify=verify, info=info) if info is not None else []
         last_action: dict[str, str] = {}
         for entry in self.history():
             last_action[entry.version] = entry.action
@@ -464,9 +534,14 @@ class Registry:
             else:
                 row.problems = [f"{n}: missing" for n in sorted(set(manifest.files) - names)]
             row.status = "corrupt" if row.problems else "complete"
+            row.gated = "decision.json" in names or version in last_action or row.champion
             rows.append(row)
         by_id = {row.version: row for row in rows}
         for row in rows:  # id order: a parent's row is final before its children's (parents are older)
+            if row.status == "complete" and row.parent is None and base_problems:
+                row.status = "corrupt"
+                row.problems.append(f"the base snapshot is corrupt, so {row.version} can't be loaded: "
+                                    + "; ".join(base_problems))  # fmt: skip
             if row.status == "complete" and row.parent is not None:
                 parent = by_id.get(row.parent)
                 if parent is None or parent.status != "complete":
@@ -583,6 +658,14 @@ class Registry:
                     problems=[str(err)],
                 ) from None
             parent = parent_manifest.parent
+        if problems := self.base_problems():
+            raise VersionCorrupt(
+                f"the base snapshot of {self.model!r} is corrupt, so {self._where(version)} can't be loaded; refusing "
+                f"to {doing}: {'; '.join(problems)}. Restore models/{self.model}/base/ (bucket versioning, a backup); "
+                f"nothing was changed",
+                version=version,
+                problems=problems,
+            )
         return manifest
 
     def read_file(self, version: str, name: str) -> bytes:
@@ -664,11 +747,39 @@ class Registry:
         self._require_info()
         pointer = self.champion()
         if pointer is None:
+            self.require_intact_pointer()
             raise NoChampion(f"model {self.model!r} has no champion in {self.store.url}: nothing was promoted yet")
         return pointer
 
-    def _read_pointer(self, expected_etag: Any, doing: str) -> tuple[ChampionPointer | None, str | None]:
+    def lost_champion(self, history: list[HistoryEntry] | None = None) -> HistoryEntry | None:
+        """When ``champion.json`` is missing although the history records pointer moves: the last of those moves
+        (the champion the store had), else None. A missing pointer with promotions in the history is damage (a
+        deleted or lost object), not "no champion": training from the bare base would silently restart the lineage."""
+        if self.store.exists(self._champion_key):
+            return None
+        history = self.history() if history is None else history
+        return next((e for e in reversed(history) if e.action in POINTER_ACTIONS), None)
+
+    def require_intact_pointer(self, history: list[HistoryEntry] | None = None) -> None:
+        """:class:`ChampionMissing` when :meth:`lost_champion` finds the pointer gone; else nothing."""
+        if (last := self.lost_champion(history)) is not None:
+            raise ChampionMissing(self._missing_message(last), last=last)
+
+    def _missing_message(self, last: HistoryEntry) -> str:
+        return (
+            f"{self._champion_key} is missing from {self.store.url}, but {self._history_key} records champions (the "
+            f"last: {last.action} of {last.version} at {last.at} by {last.actor}): the champion pointer was deleted or "
+            f"lost. Refusing to train, promote or roll back, which would restart the lineage from the bare base. The "
+            f"versions and the history are intact; rebuild the pointer from the history with `skillgraft repair` "
+            f"(champion {last.version}, or name another former champion)"
+        )
+
+    def _read_pointer(
+        self, expected_etag: Any, doing: str, history: list[HistoryEntry] | None = None
+    ) -> tuple[ChampionPointer | None, str | None]:
         current, etag = self.champion_with_etag()
+        if current is None:
+            self.require_intact_pointer(history)
         if expected_etag is not READ_NOW and expected_etag != etag:
             raise PromotionConflict(self._conflict_message(current, doing), current=current)
         return current, etag
@@ -705,6 +816,7 @@ class Registry:
         actor: str | None = None,
         expected_etag: str | None = READ_NOW,
         force: bool = False,
+        move_id: str | None = None,
     ) -> ChampionPointer:
         """Make ``version`` the champion.
 
@@ -713,9 +825,18 @@ class Registry:
         champion"); when the pointer moved since, :class:`PromotionConflict` carries the current champion and nothing
         is written. A version whose last history decision is ``reject`` needs ``force=True``; the history entry
         records ``forced``.
+
+        ``move_id`` makes a retried call idempotent: when the pointer already names ``version`` with this
+        ``move_id``, it is this caller's own earlier attempt that landed (its answer, or the history append after it,
+        was lost), so the history entry is completed and that pointer returned instead of a conflict.
         """
         actor = actor or self.actor
         doing = f"promoting {version}"
+        if move_id is not None:
+            current = self.champion()
+            if current is not None and current.version == version and current.move_id == move_id:
+                self._append(self._move_entry(current), once=True)
+                return current
         self._require_loadable(version, "promote it")
         current, etag = self._read_pointer(expected_etag, doing)
         if current is not None and current.version == version:
@@ -731,23 +852,28 @@ class Registry:
         previous = current.version if current else None
         self._log_unlogged_move(current, history)
         pointer = ChampionPointer(
-            version=version, previous=previous, since=utcnow(), reason=reason, actor=actor, forced=force
-        )
+            version=version, previous=previous, since=utcnow(), reason=reason, actor=actor, forced=force,
+            move_id=move_id,
+        )  # fmt: skip
         self._move_pointer(pointer, etag, doing)
-        self._append(
-            HistoryEntry.model_validate(
-                {
-                    "action": "promote",
-                    "version": version,
-                    "from": previous,
-                    "reason": reason,
-                    "actor": actor,
-                    "at": pointer.since,
-                    "forced": force,
-                }
-            )
-        )
+        self._append(self._move_entry(pointer))
         return pointer
+
+    @staticmethod
+    def _move_entry(pointer: ChampionPointer) -> HistoryEntry:
+        """The history entry of a promotion, built only from its pointer: a retry that finishes an interrupted
+        promotion writes the very line the first attempt would have (so ``_append(once=True)`` never doubles it)."""
+        return HistoryEntry.model_validate(
+            {
+                "action": "promote",
+                "version": pointer.version,
+                "from": pointer.previous,
+                "reason": pointer.reason,
+                "actor": pointer.actor,
+                "at": pointer.since,
+                "forced": pointer.forced,
+            }
+        )
 
     def reject(self, version: str, *, reason: str, actor: str | None = None) -> HistoryEntry:
         """Record that ``version`` was not promoted; the champion is unchanged."""
@@ -789,6 +915,7 @@ class Registry:
         reason: str,
         actor: str | None = None,
         expected_etag: str | None = READ_NOW,
+        force: bool = False,
     ) -> ChampionPointer:
         """Move the champion back to a former champion: ``to``, or by default the current pointer's ``previous``.
 
@@ -796,6 +923,10 @@ class Registry:
         second rollback goes further back instead of bouncing (see the module docstring). Raises
         :class:`NoPreviousChampion` when there is nothing to go back to, :class:`VersionNotValid` when the target is
         not complete and valid, :class:`PromotionConflict` when the pointer moved; in each case nothing is changed.
+
+        A target that was champion only through forced promotions (every promotion of it in the history is
+        ``forced``) is refused with :class:`PromotionRefused` unless ``force=True``; the rollback is then recorded as
+        forced too: going back to it overrides the gate again.
         """
         actor = actor or self.actor
         current, etag = self._read_pointer(expected_etag, "rolling back")
@@ -807,7 +938,8 @@ class Registry:
         if target is None:
             raise NoPreviousChampion(
                 f"{self._where(current.version)} is champion with no previous champion recorded, so there is nothing "
-                f"to roll back to; nothing was changed. Name a former champion with to=<version>, or promote another"
+                f"to roll back to; nothing was changed. Name a former champion (`skillgraft rollback VERSION`), or "
+                f"promote another version (`skillgraft promote VERSION`)"
             )
         check_name("version", target)
         if target == current.version:
@@ -821,31 +953,38 @@ class Registry:
         if not was_champion:
             raise RegistryError(
                 f"{self._where(target)} was never champion, so it is not a rollback target; promote it instead "
-                f"(promote(..., force=True) if it was rejected). Nothing was changed"
+                f"(`skillgraft promote {target}`, with --force if the gate rejected it). Nothing was changed"
+            )
+        promotions = [e for e in history if e.version == target and e.action == "promote"]
+        forced = bool(promotions) and all(e.forced for e in promotions)
+        if forced and not force:
+            last = promotions[-1]
+            raise PromotionRefused(
+                f"{self._where(target)} was champion only through a forced promotion ({last.at}, by {last.actor}: "
+                f"{last.reason}), past the gate; rolling back to it overrides the gate again, so it needs force "
+                f"(recorded as forced). Nothing was changed"
             )
         self._require_loadable(target, "roll back to it")
         self._log_unlogged_move(current, history)
         pointer = ChampionPointer(
-            version=target, previous=previous, since=utcnow(), reason=reason, actor=actor, action="rollback"
-        )
+            version=target, previous=previous, since=utcnow(), reason=reason, actor=actor, action="rollback",
+            forced=forced,
+        )  # fmt: skip
         self._move_pointer(pointer, etag, f"rolling back to {target}")
-        self._append(
-            HistoryEntry.model_validate(
-                {
-                    "action": "rollback",
-                    "version": target,
-                    "from": current.version,
-                    "previous": previous,
-                    "reason": reason,
-                    "actor": actor,
-                    "at": pointer.since,
-                }
-            )
-        )
+        fields: dict[str, Any] = {
+            "action": "rollback",
+            "version": target,
+            "from": current.version,
+            "previous": previous,
+            "reason": reason,
+            "actor": actor,
+            "at": pointer.since,
+        }
+        self._append(HistoryEntry.model_validate({**fields, **({"forced": True} if forced else {})}))
         return pointer
 
     def _previous_when_champion(
-        self, target: str, current: ChampionPointer, history: list[HistoryEntry]
+        self, target: str, current: ChampionPointer | None, history: list[HistoryEntry]
     ) -> tuple[bool, str | None]:
         """Was ``target`` ever champion, and what was its pointer's ``previous`` the last time it became champion?"""
         for entry in reversed(history):
@@ -853,10 +992,73 @@ class Registry:
                 continue
             if entry.action == "promote":
                 return True, entry.from_version
-            if entry.action == "rollback":
+            if entry.action in ("rollback", "repair"):
                 return True, entry.previous
         # The pointer names it as previous but history lacks the entry (a crash between move and append).
-        return (True, None) if current.previous == target else (False, None)
+        return (True, None) if current is not None and current.previous == target else (False, None)
+
+    def repair(self, to: str | None = None, *, reason: str, actor: str | None = None) -> ChampionPointer:
+        """Rebuild a missing ``champion.json`` from the history (see :meth:`lost_champion`): the champion the last
+        pointer move in the history set, or ``to``, a former champion. Its ``previous`` comes from the history as
+        for a rollback. The pointer is written only if still absent; the history records a ``repair``.
+
+        Raises :class:`RegistryError` when the pointer is present or the history records no champion (nothing to
+        rebuild), :class:`VersionNotValid` when the target can't be loaded; nothing is changed in each case.
+        """
+        actor = actor or self.actor
+        self._require_info()
+        history = self.history()
+        if self.store.exists(self._champion_key):
+            current = self.champion()
+            raise RegistryError(
+                f"{self._champion_key} is present (champion {current.version if current else '?'}); nothing to "
+                f"repair, nothing was changed. To move the champion use promote or rollback"
+            )
+        last = self.lost_champion(history)
+        if last is None:
+            raise RegistryError(
+                f"the history of {self.model!r} records no champion, so there is no pointer to rebuild: nothing was "
+                f"ever promoted. Nothing was changed"
+            )
+        target = check_name("version", to) if to is not None else last.version
+        was_champion, previous = self._previous_when_champion(target, None, history)
+        if not was_champion:
+            raise RegistryError(
+                f"{self._where(target)} was never champion according to {self._history_key}; repair restores a former "
+                f"champion (the last one was {last.version}). Nothing was changed"
+            )
+        self._require_loadable(target, "make it champion again")
+        promotions = [e for e in history if e.version == target and e.action == "promote"]
+        forced = bool(promotions) and all(e.forced for e in promotions)
+        why = f"{reason}; champion.json was missing, rebuilt from the history (last move: {last.action} of " \
+              f"{last.version} at {last.at})"  # fmt: skip
+        pointer = ChampionPointer(version=target, previous=previous, since=utcnow(), reason=why, actor=actor,
+                                  action="repair", forced=forced)  # fmt: skip
+        self._move_pointer(pointer, None, f"repairing the champion pointer with {target}")
+        fields: dict[str, Any] = {"action": "repair", "version": target, "from": None, "previous": previous,
+                                  "reason": why, "actor": actor, "at": pointer.since}  # fmt: skip
+        self._append(HistoryEntry.model_validate({**fields, **({"forced": True} if forced else {})}))
+        return pointer
+
+    def unchecked_champion(
+        self, current: ChampionPointer | None = READ_NOW, history: list[HistoryEntry] | None = None
+    ) -> ChampionPointer | None:
+        """The champion pointer when the champion was *promoted* and the history records no post-promotion check of
+        it since (a run or a ``promote`` stopped between moving the pointer and the check), else None. Rollbacks
+        and repairs return to a former champion and need no check. See :data:`CHECK_ACTIONS`."""
+        if current is READ_NOW:
+            current = self.champion()
+        if current is None or current.action != "promote":
+            return None
+        history = self.history() if history is None else history
+        start = next(
+            (i for i in range(len(history) - 1, -1, -1)
+             if history[i].action in POINTER_ACTIONS and (history[i].version, history[i].at) == (current.version, current.since)),
+            len(history),
+        )  # fmt: skip
+        if any(e.version == current.version and e.action in CHECK_ACTIONS for e in history[start:]):
+            return None
+        return current
 
     # --- history ----------------------------------------------------------------------------------------------------
 
@@ -900,7 +1102,7 @@ class Registry:
             "at": current.since,
             "recovered": True,
         }
-        if current.action == "rollback":
+        if current.action in ("rollback", "repair"):
             fields["previous"] = current.previous
         if current.forced:
             fields["forced"] = True
@@ -937,6 +1139,8 @@ __all__ = [
     "READ_NOW",
     "AttachmentExists",
     "BaseMismatch",
+    "CHECK_ACTIONS",
+    "ChampionMissing",
     "ChampionPointer",
     "FileNotInVersion",
     "HistoryEntry",

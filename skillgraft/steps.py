@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from skillgraft import demo
 from skillgraft.config import SkillgraftConfig
@@ -146,9 +146,12 @@ def untrained_batches(store: ObjectStore, model: str, task: str | None = None) -
     """Accepted batches no version of ``model`` was trained on (e.g. accepted by a run that was then interrupted).
 
     A batch a rejected candidate was trained on counts as used: re-teach it with a new batch or a forced promote.
+    A batch only *ungated* versions were trained on (complete, but their run stopped before the gate: no decision,
+    no history entry) counts as not used, so the next run trains on it again instead of stranding it.
     """
     reg = Registry(store, model)
-    used = {(b.task, b.batch_id) for v in reg.versions() if v.status == "complete" for b in reg.manifest(v.version).batches}
+    used = {(b.task, b.batch_id) for v in reg.versions() if v.status == "complete" and v.gated
+            for b in reg.manifest(v.version).batches}  # fmt: skip
     intake = Intake(store)
     tasks = [task] if task else intake.tasks()
     return [b for t in tasks for b in intake.batches(t) if (b.task, b.batch_id) not in used]
@@ -273,8 +276,9 @@ def promote(store: ObjectStore, cfg: SkillgraftConfig, cand: CandidateInfo, deci
     """Move the champion pointer to the candidate — only if it still points where it did when training started."""
     reg = Registry(store, cfg.model)
     reason = f"gate passed vs {decision.champion}: {decision.summary()}"
-    try:
-        pointer = reg.promote(cand.candidate.version, reason=reason, expected_etag=cand.champion_etag)
+    try:  # the move id is the same on every retry of this step: a retry recognises its own landed pointer write
+        pointer = reg.promote(cand.candidate.version, reason=reason, expected_etag=cand.champion_etag,
+                              move_id=promotion_move_id(cand))  # fmt: skip
     except PromotionConflict as e:
         current = e.current.version if e.current else None
         why = (f"champion moved to {current} while {cand.candidate.version} was trained from {label(cand.parent)}; "
@@ -282,6 +286,11 @@ def promote(store: ObjectStore, cfg: SkillgraftConfig, cand: CandidateInfo, deci
         reg.record("superseded", cand.candidate.version, reason=why)
         return PromotionResult(promoted=False, champion=current, previous=cand.parent, reason=why)
     return PromotionResult(promoted=True, champion=pointer.version, previous=pointer.previous, reason=reason)
+
+
+def promotion_move_id(cand: CandidateInfo) -> str:
+    """Deterministic per candidate and gated-against champion: a retried promote step computes the same id."""
+    return f"retrain:{cand.candidate.version}:from:{label(cand.parent)}:etag:{cand.champion_etag or 'none'}"
 
 
 def reject(store: ObjectStore, cfg: SkillgraftConfig, cand: CandidateInfo, decision: Decision) -> None:
@@ -349,9 +358,78 @@ def auto_rollback(store: ObjectStore, cfg: SkillgraftConfig, check: CheckResult,
     reason = f"automatic rollback: post-promotion check of {check.version} failed: {'; '.join(check.reasons)}"
     pointer, etag = reg.champion_with_etag()
     if pointer is None or pointer.version != check.version:
-        reg.record("post-check-failed", check.version, reason=f"{reason}; champion already moved on, not rolled back")
+        reg.record("rollback-skipped", check.version, reason=f"{reason}; champion already moved on, not rolled back")
         raise PromotionConflict(f"champion is no longer {check.version}; not rolling back", current=pointer)
-    return reg.rollback(to, reason=reason, expected_etag=etag)
+    # the champion before the failed one was live a moment ago: restoring it is not a new override of the gate,
+    # even if it had been forced in (the rollback is then recorded as forced)
+    return reg.rollback(to, reason=reason, expected_etag=etag, force=True)
+
+
+def record_check(store: ObjectStore, cfg: SkillgraftConfig, check: CheckResult, *, skipped: bool = False) -> None:
+    """Log the post-promotion check of ``check.version`` (``post-check-passed`` / ``-failed``; ``skipped``: the
+    promotion asked for no check). Without such an entry ``status`` reports the champion as never checked."""
+    action = "post-check-skipped" if skipped else "post-check-passed" if check.ok else "post-check-failed"
+    Registry(store, cfg.model).record(action, check.version, reason="; ".join(check.reasons))
+
+
+class Resumed(BaseModel):
+    """What :func:`finish_interrupted` did before a run: notes for the outcome, and the champion it leaves."""
+
+    notes: list[str] = []
+    champion: str | None = None
+    stop: bool = Field(False, description="the unchecked champion failed its check and could not be rolled back: "
+                       "nothing may train on it")  # fmt: skip
+
+
+def finish_interrupted(store: ObjectStore, cfg: SkillgraftConfig) -> Resumed:
+    """Before a run trains: refuse a damaged champion pointer, and finish the post-promotion check an earlier run or
+    ``promote`` left undone (it died between moving the pointer and the check), rolling back if it fails.
+
+    Raises :class:`~skillgraft.registry.ChampionMissing` when ``champion.json`` is gone but the history records
+    champions (``skillgraft repair``); nothing is trained then. Versions that were never gated need nothing here:
+    :func:`untrained_batches` hands their batches to this run again.
+    """
+    reg = Registry(store, cfg.model)
+    if reg.info() is None:
+        return Resumed()
+    history = reg.history()
+    reg.require_intact_pointer(history)
+    pointer = reg.champion()
+    out = Resumed(champion=pointer.version if pointer else None)
+    unchecked = reg.unchecked_champion(pointer, history)
+    if unchecked is None:
+        return out
+    v = unchecked.version
+    check = check_champion(store, cfg, v)
+    record_check(store, cfg, check)
+    if check.ok:
+        out.notes.append(f"champion {v} had not been checked after its promotion (an earlier run stopped): checked "
+                         f"now, passed")  # fmt: skip
+        return out
+    if unchecked.previous is None:
+        out.stop = True
+        out.notes.append(f"champion {v} had not been checked after its promotion; the check run now failed "
+                         f"({'; '.join(check.reasons)}) and there is no earlier champion to roll back to. Nothing was "
+                         f"trained (the waiting data stays waiting); promote a good version, or fix {v}")  # fmt: skip
+        return out
+    rolled = auto_rollback(store, cfg, check, unchecked.previous)
+    out.champion = rolled.version
+    out.notes.append(f"champion {v} had not been checked after its promotion; the check run now failed "
+                     f"({'; '.join(check.reasons)}): rolled back to {rolled.version}")  # fmt: skip
+    return out
+
+
+def check_champion(store: ObjectStore, cfg: SkillgraftConfig, version: str) -> CheckResult:
+    """:func:`post_promotion_check`, smoke-testing against the gate's scores when the version has them (a version
+    the gate never scored, e.g. promoted with --force, is only loaded back)."""
+    from skillgraft.store import KeyNotFound
+
+    try:
+        Registry(store, cfg.model).read_attachment(version, "metrics.json")
+        smoke = True
+    except KeyNotFound:
+        smoke = False
+    return post_promotion_check(store, cfg, version, smoke=smoke)
 
 
 def model_card(reg: Registry, cand: CandidateInfo, report: RegressionReport, decision: Decision) -> str:

@@ -84,6 +84,25 @@ def register_model(cfg: SkillgraftConfig) -> None:
     steps.ensure_model(store_for(cfg), cfg)
 
 
+def _not_a_registry_error(task, task_run, state) -> bool:
+    """retry_condition_fn: retry transient failures (the store), not the registry's refusals (they would repeat)."""
+    from skillgraft.registry import RegistryError
+
+    return not isinstance(state.result(raise_on_failure=False), RegistryError)
+
+
+@task(name="finish-interrupted", cache_policy=NO_CACHE, retry_condition_fn=_not_a_registry_error, **_STORE_RETRIES)
+def finish_interrupted(cfg: SkillgraftConfig) -> steps.Resumed:
+    """Before anything is read or trained: refuse a store whose champion pointer was lost (``skillgraft repair``),
+    and run the post-promotion check an interrupted run left undone (rolling back when it fails)."""
+    from prefect import get_run_logger
+
+    resumed = steps.finish_interrupted(store_for(cfg), cfg)
+    for note in resumed.notes:
+        get_run_logger().warning("%s", note)
+    return resumed
+
+
 class Ingested(BaseModel):
     """What the landing zone held: the batches accepted for training, and what was quarantined (one line each)."""
 
@@ -206,7 +225,9 @@ def reject(cfg: SkillgraftConfig, cand: steps.CandidateInfo, decision: Decision)
 
 @task(name="post-promotion-check", cache_policy=NO_CACHE)
 def post_promotion_check(cfg: SkillgraftConfig, version: str, previous: str | None) -> steps.CheckResult:
-    check = steps.post_promotion_check(store_for(cfg), cfg, version)
+    store = store_for(cfg)
+    check = steps.post_promotion_check(store, cfg, version)
+    steps.record_check(store, cfg, check)  # logged either way: a champion with no check entry is flagged by status
     create_markdown_artifact(review.post_check_markdown(check, previous), key=artifact_key(cfg.model, "post-check"),
                              description=f"Post-promotion check of {version}: {'passed' if check.ok else 'FAILED'}")  # fmt: skip
     return check

@@ -18,7 +18,7 @@ from skillgraft.evaluate import RegressionReport
 from skillgraft.gate import Decision, GatePolicy
 from skillgraft.models import load_model
 from skillgraft.refs import Manifest
-from skillgraft.registry import Registry
+from skillgraft.registry import CHECK_ACTIONS, Registry
 from skillgraft.steps import load_version
 from skillgraft.store.base import ObjectStore
 
@@ -55,7 +55,12 @@ def demo_decision(version: str, champion: str, promote: bool = True) -> bytes:
 
 
 def moves(reg: Registry) -> list[tuple[str, str, str | None]]:
-    return [(e.action, e.version, e.from_version) for e in reg.history()]
+    """The history without the post-promotion check entries (asserted on separately, with ``checks``)."""
+    return [(e.action, e.version, e.from_version) for e in reg.history() if e.action not in CHECK_ACTIONS]
+
+
+def checks(reg: Registry) -> list[tuple[str, str]]:
+    return [(e.action, e.version) for e in reg.history() if e.action in CHECK_ACTIONS]
 
 
 @pytest.fixture
@@ -114,13 +119,13 @@ def test_history_shows_every_move_with_who_when_why(
     lines = [json.loads(line) for line in cli(local_url, "history", "--json").raw_out.splitlines()]
     assert [(e["action"], e["version"], e.get("from")) for e in lines] == [
         ("promote", "v1", None), ("promote", "v2", "v1"), ("reject", "v3", None), ("rollback", "v1", "v2"),
-        ("promote", "v3", "v1"),
+        ("promote", "v3", "v1"), ("post-check-skipped", "v3", None),
     ]  # fmt: skip
     assert lines[3]["reason"] == "bad outputs in prod" and lines[4]["forced"] is True
     assert all(e["actor"] and e["at"] for e in lines)
     table = cli(local_url, "history")
     assert table.code == 0 and "(forced)" in table.out and "bad outputs in prod" in table.out
-    assert [json.loads(x)["version"] for x in cli(local_url, "history", "--json", "--limit", "2").raw_out.splitlines()] == ["v1", "v3"]
+    assert [json.loads(x)["version"] for x in cli(local_url, "history", "--json", "--limit", "2").raw_out.splitlines()] == ["v3", "v3"]
 
 
 # --- promote --------------------------------------------------------------------------------------------------------
@@ -133,8 +138,8 @@ def test_promote_through_the_gate_moves_the_champion_and_passes_the_post_promoti
     run = cli(store_url, "promote", "v2", "--reason", "reviewed by alice")
     assert run.code == 0, run.err
     assert "champion of demo: v1 → v2" in run.out and "post-promotion check passed: smoke scores match the gate" in run.out
-    assert moves(reg)[-1] == ("promote", "v2", "v1")
-    last = reg.history()[-1]
+    assert moves(reg)[-1] == ("promote", "v2", "v1") and checks(reg) == [("post-check-passed", "v2")]
+    last = [e for e in reg.history() if e.action not in CHECK_ACTIONS][-1]
     assert last.reason == "reviewed by alice; gate decision: promote" and last.forced is False
 
 
@@ -166,7 +171,7 @@ def test_forced_promotion_is_recorded_with_the_reason_the_gate_would_have_refuse
     run = cli(local_url, "promote", version, "--force", "--reason", "hotfix for ticket 7")
     assert run.code == 0, run.err
     assert "v1 → v2 (forced)" in run.out and "post-promotion check passed" in run.out
-    last = reg.history()[-1]
+    last = [e for e in reg.history() if e.action not in CHECK_ACTIONS][-1]
     assert (last.action, last.version, last.forced) == ("promote", "v2", True)
     assert last.reason == "hotfix for ticket 7; forced past the gate: v2 has no stored gate decision (decision.json): it was never gated"
     assert reg.champion().forced is True  # type: ignore[union-attr]
@@ -193,6 +198,7 @@ def test_promote_rolls_back_automatically_when_the_post_promotion_check_fails(
     assert reg.champion().version == "v1"  # type: ignore[union-attr]
     assert moves(reg)[-2:] == [("promote", "v2", "v1"), ("rollback", "v1", "v2")]
     assert reg.history()[-1].reason.startswith("automatic rollback: post-promotion check of v2 failed")
+    assert checks(reg) == [("post-check-failed", "v2")]
 
 
 def test_promote_errors_name_what_is_wrong_and_change_nothing(
@@ -239,6 +245,140 @@ def test_rollback_walks_back_the_chain_of_champions_and_errors_clearly(
     run = cli(local_url, "rollback")
     assert run.code == EXIT_NOT_FOUND and "nothing to roll back to" in run.err
     assert moves(reg)[-2:] == [("rollback", "v2", "v3"), ("rollback", "v1", "v2")]
+
+
+def test_rollback_with_nothing_before_gives_a_command_line_hint(
+    local_store: ObjectStore, local_url: str, demo_registry: Callable[..., Registry]
+) -> None:
+    demo_registry(local_store, versions=2, champion="v1")
+    run = cli(local_url, "rollback")
+    assert run.code == EXIT_NOT_FOUND and "no previous champion recorded" in run.err
+    assert "`skillgraft rollback VERSION`" in run.err and "to=<" not in run.err and "force=True" not in run.err
+    run = cli(local_url, "rollback", "v2")
+    assert run.code == EXIT_NOT_FOUND and "`skillgraft promote v2`, with --force if the gate rejected it" in run.err
+
+
+def test_rollback_to_a_version_that_was_champion_only_by_force_needs_force_again(
+    store: ObjectStore, store_url: str, demo_registry: Callable[..., Registry], demo_chain: Any
+) -> None:
+    reg = demo_registry(store, versions=1, champion="v1")
+    forced = add_version(reg, demo_chain, "v1", demo_decision("v2", "v1", promote=False))  # the gate rejected v2
+    reg.reject(forced, reason="regressed on first")
+    assert cli(store_url, "promote", forced, "--force", "--no-check", "--reason", "hotfix").code == 0
+    reg.attach(add_version(reg, demo_chain, forced, None, index=2), "decision.json", demo_decision("v3", forced))
+    assert cli(store_url, "promote", "v3", "--no-check").code == 0
+
+    run = cli(store_url, "rollback")  # back to v2, which only --force ever made champion
+    assert run.code == EXIT_REFUSED, run.out
+    assert "v2 was champion only through a forced promotion" in run.err and "--force" in run.err
+    assert reg.champion().version == "v3"  # type: ignore[union-attr]  # nothing changed
+    run = cli(store_url, "rollback", "--force", "--reason", "v3 misbehaves")
+    assert run.code == 0 and "v3 → v2 (forced)" in run.out, run.err
+    last = [e for e in reg.history() if e.action not in CHECK_ACTIONS][-1]
+    assert (last.action, last.version, last.forced) == ("rollback", "v2", True)
+    assert reg.champion().forced is True  # type: ignore[union-attr]
+    assert "rollback (forced) v3 → v2" in cli(store_url, "history").out
+    assert cli(store_url, "rollback").code == 0  # v1 went through the gate: no --force needed
+
+
+# --- a lost champion pointer, an unchecked champion, a corrupt base -------------------------------------------------
+
+
+def test_a_deleted_champion_pointer_is_reported_refused_and_repaired_from_the_history(
+    store: ObjectStore, store_url: str, demo_registry: Callable[..., Registry]
+) -> None:
+    from skillgraft import steps
+    from skillgraft.config import SkillgraftConfig
+    from skillgraft.registry import ChampionMissing
+
+    reg = demo_registry(store, versions=3, champion="v2")
+    store.delete("models/demo/champion.json")  # deleted by hand, or lost
+
+    run = cli(store_url, "status")
+    assert run.code == EXIT_INVALID, run.out
+    assert "champion: MISSING" in run.out and "champion: none" not in run.out
+    assert "champion.json is missing, but the history records champions (the last: promote of v2" in run.err
+    assert "`skillgraft repair`" in run.err
+    code_json = CliRunner().invoke(app, ["status", "--json", "--store", store_url])
+    doc = json.loads(code_json.stdout)
+    assert code_json.exit_code == EXIT_INVALID and doc["champion_missing"]["version"] == "v2" and not doc["champion_ok"]
+    run = cli(store_url, "rollback")
+    assert run.code == EXIT_INVALID and "skillgraft repair" in run.err and "nothing was promoted" not in run.err
+    run = cli(store_url, "promote", "v3", "--force")
+    assert run.code == EXIT_INVALID and "Refusing to train, promote or roll back" in run.err
+    with pytest.raises(ChampionMissing, match="restart the lineage from the bare base"):  # the flow's first step
+        steps.finish_interrupted(store, SkillgraftConfig(store=store_url))
+    assert not store.exists("models/demo/champion.json") and len(reg.history()) == 2  # nothing was written
+
+    run = cli(store_url, "repair")
+    assert run.code == 0 and "restored from the history: v2 (previous v1); recorded as a repair" in run.out, run.err
+    pointer = reg.champion()
+    assert pointer is not None and (pointer.version, pointer.previous, pointer.action) == ("v2", "v1", "repair")
+    last = reg.history()[-1]
+    assert (last.action, last.version, last.previous) == ("repair", "v2", "v1")
+    assert "champion.json was missing, rebuilt from the history" in last.reason
+    assert reg.unlogged_move() is None and reg.unchecked_champion() is None
+    run = cli(store_url, "status")
+    assert run.code == 0 and "champion: v2" in run.out, run.err
+    assert "repair none → v2" in cli(store_url, "history").out
+    run = cli(store_url, "repair")
+    assert run.code == EXIT_NOT_FOUND and "nothing to repair" in run.err
+    assert cli(store_url, "rollback").code == 0 and reg.champion().version == "v1"  # type: ignore[union-attr]
+
+
+def test_no_pointer_and_no_history_is_a_model_with_no_champion_yet(
+    local_store: ObjectStore, local_url: str, demo_registry: Callable[..., Registry]
+) -> None:
+    demo_registry(local_store, versions=1, champion=None)
+    run = cli(local_url, "status")
+    assert run.code == 0 and "champion: none" in run.out, run.err
+    run = cli(local_url, "repair")
+    assert run.code == EXIT_NOT_FOUND and "records no champion" in run.err and "nothing was ever promoted" in run.err
+
+
+def test_repair_to_a_named_former_champion_and_refusals(
+    local_store: ObjectStore, local_url: str, demo_registry: Callable[..., Registry]
+) -> None:
+    reg = demo_registry(local_store, versions=3, champion="v3")
+    local_store.delete("models/demo/champion.json")
+    assert cli(local_url, "repair", "v9").code == EXIT_NOT_FOUND
+    run = cli(local_url, "repair", "v2")
+    assert run.code == 0, run.err
+    assert (reg.champion().version, reg.champion().previous) == ("v2", "v1")  # type: ignore[union-attr]
+
+
+def test_check_runs_the_post_promotion_check_a_dead_promoter_left_undone(
+    local_store: ObjectStore, local_url: str, demo_registry: Callable[..., Registry]
+) -> None:
+    reg = demo_registry(local_store, versions=2, champion="v2")  # promoted by the library: no check recorded
+    run = cli(local_url, "status")
+    assert run.code == 0 and "champion v2 was never checked after promotion" in run.out and "skillgraft check" in run.out
+    run = cli(local_url, "check")
+    assert run.code == 0 and "post-promotion check passed" in run.out, run.err
+    assert checks(reg) == [("post-check-passed", "v2")]
+    assert "never checked" not in cli(local_url, "status").out
+
+
+def test_a_corrupted_base_snapshot_fails_status_and_promotion_like_a_corrupt_delta(
+    store: ObjectStore, store_url: str, demo_registry: Callable[..., Registry]
+) -> None:
+    reg = demo_registry(store, versions=2, champion="v1")
+    name = next(k for k in store.keys("models/demo/base/") if k.endswith(".safetensors"))
+    data = store.get(name)
+    store.delete(name)
+    store.put_new(name, data[:-1] + bytes([data[-1] ^ 1]))  # one flipped bit in the base weights
+
+    run = cli(store_url, "status")
+    assert run.code == EXIT_INVALID, run.out
+    assert "the base snapshot of demo is corrupt, so no version can be loaded" in run.err and "sha256" in run.err
+    assert "restore models/demo/base/" in run.err
+    run = cli(store_url, "promote", "v2")
+    assert run.code == EXIT_INVALID and "the base snapshot of 'demo' is corrupt" in run.err
+    assert reg.champion().version == "v1"  # type: ignore[union-attr]
+    assert cli(store_url, "status", "--no-verify").code == 0  # only presence is checked without --verify
+    store.delete(name)
+    run = cli(store_url, "status", "--no-verify")
+    assert run.code == EXIT_INVALID and "missing" in run.err
 
 
 # --- export ---------------------------------------------------------------------------------------------------------

@@ -22,6 +22,9 @@ def test_a_batch_accepted_but_never_trained_is_picked_up_until_a_version_uses_it
     reg = Registry(store, "demo")
     manifest = Manifest(model="demo", version="pending", parent=None, base=base, recipe={"kind": "full"},
                         batches=[first], tasks=["first"])  # fmt: skip
-    reg.create_version({steps.DELTA_FILE: b"not used here"}, manifest)
+    version = reg.create_version({steps.DELTA_FILE: b"not used here"}, manifest).version
+    # trained but never gated (its run stopped before the gate): the batch still waits, or it would be stranded
+    assert sorted(b.task for b in steps.untrained_batches(store, "demo")) == ["count", "first"]
+    reg.attach(version, "decision.json", b'{"promote": false}')
     assert steps.untrained_batches(store, "demo") == [count]
     assert len(steps.untrained_batches(store, "other-model")) == 2  # batches are shared; use is per model

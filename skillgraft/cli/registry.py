@@ -1,4 +1,4 @@
-"""Commands on the registry: status, history, promote, rollback, export.
+"""Commands on the registry: status, history, promote, rollback, check, repair, export.
 
 Exit codes (the same for every command here, so scripts can branch on them):
 
@@ -9,7 +9,8 @@ Exit codes (the same for every command here, so scripts can branch on them):
 3     refused by the gate: no stored decision, a ``reject`` decision, or one made against another champion
       (``promote --force`` overrides and is recorded in the history)
 4     conflict: the champion moved while this command ran; nothing was changed
-5     the version (or, for ``status``, the champion) is incomplete or corrupt
+5     the version (or, for ``status``, the champion or the base snapshot) is incomplete or corrupt, or the
+      champion pointer is missing although the history records champions (``skillgraft repair``)
 6     promoted, but the post-promotion check failed (rolled back automatically when there was a champion before)
 ====  =========================================================================================================
 
@@ -53,6 +54,7 @@ def _errors() -> Iterator[None]:
     """Turn the registry's and the store's errors into one line on stderr and an exit code (see the module doc)."""
     from skillgraft.names import InvalidName
     from skillgraft.registry import (
+        ChampionMissing,
         PromotionConflict,
         PromotionRefused,
         RegistryError,
@@ -67,6 +69,8 @@ def _errors() -> Iterator[None]:
         fail(str(e), EXIT_CONFLICT)
     except PromotionRefused as e:
         fail(f"{e} (on the command line: --force)", EXIT_REFUSED)
+    except ChampionMissing as e:
+        fail(str(e), EXIT_INVALID)
     except VersionNotFound as e:
         fail(str(e), EXIT_NOT_FOUND)
     except VersionNotValid as e:
@@ -122,23 +126,38 @@ def status(
 ) -> None:
     """The champion and every stored version; incomplete and corrupt ones are flagged with the reason.
 
-    Exits 5 when the champion itself is not a complete, valid version; incomplete or corrupt other versions are
-    reported but leave the exit code at 0 (an incomplete version may be a writer still at work).
+    Exits 5 when the champion itself is not a complete, valid version, when the base snapshot is corrupt, or when
+    the champion pointer is missing although the history records champions (then `skillgraft repair`); incomplete
+    or corrupt other versions are reported but leave the exit code at 0 (an incomplete version may be a writer still
+    at work). Versions that were never gated and a champion never checked after its promotion are reported too.
     """
     cfg, st, reg = _open(config, store, model)
     with _errors():
         info = reg.info()
         assert info is not None  # _open checked
         pointer = reg.champion()
+        entries = reg.history()
         rows = reg.versions(verify=verify)
-        gap = reg.unlogged_move(pointer)
+        gap = reg.unlogged_move(pointer, entries)
+        lost = reg.lost_champion(entries) if pointer is None else None
+        unchecked = reg.unchecked_champion(pointer, entries)
+        base_problems = _base_problems(reg, info, verify)
     champion_row = next((r for r in rows if pointer and r.version == pointer.version), None)
-    champion_problem = None
-    if pointer is not None and champion_row is None:
+    champion_problem = fix = None
+    if base_problems:
+        champion_problem = f"the base snapshot of {cfg.model} is corrupt, so no version can be loaded: " + "; ".join(base_problems)
+        fix = f"restore models/{cfg.model}/base/ from the store's versioning or a backup"
+    elif lost is not None:
+        champion_problem = (f"champion.json is missing, but the history records champions (the last: {lost.action} "
+                            f"of {lost.version} at {lost.at}): the pointer was deleted or lost, so nothing may train, "
+                            f"promote or roll back")  # fmt: skip
+        fix = f"rebuild it from the history with `skillgraft repair` (champion {lost.version}), or `skillgraft repair VERSION`"
+    elif pointer is not None and champion_row is None:
         champion_problem = f"champion {pointer.version} has no files in the store"
     elif champion_row is not None and champion_row.status != "complete":
         champion_problem = f"champion {pointer.version} is {champion_row.status}: " + "; ".join(champion_row.problems)
     attention = [r for r in rows if r.status != "complete"]
+    ungated = [r for r in rows if r.status == "complete" and not r.gated]
 
     if as_json:
         doc = {
@@ -148,6 +167,10 @@ def status(
             "champion": pointer.model_dump(mode="json") if pointer else None,
             "champion_ok": pointer is not None and champion_problem is None,
             "champion_problem": champion_problem,
+            "champion_missing": lost.model_dump(mode="json", by_alias=True, exclude_unset=True) if lost else None,
+            "champion_unchecked": unchecked is not None,
+            "base_problems": base_problems,
+            "ungated": [r.version for r in ungated],
             "unlogged_move": gap.model_dump(mode="json", by_alias=True) if gap else None,
             "verified": verify,
             "versions": [r.model_dump(mode="json") for r in rows],
@@ -157,7 +180,8 @@ def status(
         console.print(f"model [bold]{escape(cfg.model)}[/] in {escape(_where(st))}")
         console.print(f"base {escape(info.base.source)} (sha256 {info.base.sha256[:12]}…)")
         since = f" since {pointer.since} by {escape(pointer.actor)}: {escape(pointer.reason)}" if pointer else ""
-        console.print(f"champion: [bold]{_show(pointer)}[/]{since}", soft_wrap=True)
+        shown = "MISSING (champion.json deleted or lost)" if lost is not None else _show(pointer)
+        console.print(f"champion: [bold]{shown}[/]{since}", soft_wrap=True)
         table = Table()
         for col in ("version", "status", "parent", "recipe", "tasks", "last action", "created"):
             table.add_column(col)
@@ -173,6 +197,18 @@ def status(
         for v in attention:
             for problem in v.problems:
                 console.print(f"[yellow]{v.version} {v.status}:[/] {escape(problem)}", soft_wrap=True)
+        for v in ungated:
+            console.print(
+                f"[yellow]{v.version} ungated:[/] complete, but never gated (no decision, nothing in the history): its "
+                f"run stopped before the gate. It is not promotable as it is; the next `skillgraft run` trains on its "
+                f"data again", soft_wrap=True,
+            )  # fmt: skip
+        if unchecked is not None:
+            console.print(
+                f"[yellow]champion {unchecked.version} was never checked after promotion[/] (its promoter stopped "
+                f"before the post-promotion check): run `skillgraft check` (the next `skillgraft run` does it first)",
+                soft_wrap=True,
+            )
         if gap is not None:
             console.print(
                 f"[yellow]history:[/] the {gap.action} of {gap.version} at {gap.at} is not in the history log (its "
@@ -181,7 +217,22 @@ def status(
                 soft_wrap=True,
             )
     if champion_problem:
-        fail(f"{champion_problem}; roll back with `skillgraft rollback`", EXIT_INVALID)
+        fail(f"{champion_problem}; {fix or 'roll back with `skillgraft rollback`'}", EXIT_INVALID)
+
+
+def _base_problems(reg: Registry, info, verify: bool) -> list[str]:
+    """The base snapshot's problems: against the file list recorded at registration; for a model registered before
+    that list existed (``verify`` only), by loading the snapshot and comparing its hash."""
+    problems = reg.base_problems(verify=verify, info=info)
+    if problems or not verify or not info.base.snapshot or info.base_files is not None:
+        return problems
+    from skillgraft import steps
+
+    try:
+        steps.load_base(reg)
+    except Exception as e:  # noqa: BLE001 - any failure to load the base is the finding
+        return [f"models/{reg.model}/base/ can't be loaded back: {e}"]
+    return []
 
 
 # --- history --------------------------------------------------------------------------------------------------------
@@ -210,7 +261,7 @@ def history(
         return
     for h in entries:  # one line per entry (reasons are long; a table folds them), newest last
         action = f"{h.action} (forced)" if h.forced else h.action
-        move = f"{h.from_version or 'none'} → {h.version}" if h.action in ("promote", "rollback") else h.version
+        move = f"{h.from_version or 'none'} → {h.version}" if h.action in ("promote", "rollback", "repair") else h.version
         late = " [dim](logged late)[/]" if (h.model_extra or {}).get("recovered") else ""
         console.print(f"{h.at}  [bold]{action}[/] {move}  by {escape(h.actor)}: {escape(h.reason)}{late}", soft_wrap=True)
 
@@ -283,6 +334,11 @@ def promote(
     console.print(f"champion of {escape(cfg.model)}: {_show(current)} → [bold]{pointer.version}[/]"
                   + (" (forced)" if force else ""))  # fmt: skip
     if not check:
+        from skillgraft import steps
+
+        with _errors():
+            steps.record_check(st, cfg, steps.CheckResult(ok=True, version=version, scores={},
+                                                          reasons=["skipped: promoted with --no-check"]), skipped=True)  # fmt: skip
         return
     _check_or_roll_back(cfg, st, reg, version, previous=pointer.previous)
 
@@ -298,6 +354,8 @@ def _check_or_roll_back(cfg: SkillgraftConfig, st: ObjectStore, reg: Registry, v
     except KeyNotFound:
         smoke = False
     result = steps.post_promotion_check(st, cfg, version, smoke=smoke)
+    with _errors():
+        steps.record_check(st, cfg, result)
     if result.ok:
         note = "" if smoke else " (no gate scores to compare with: load-back only)"
         console.print(f"post-promotion check passed{note}: {escape('; '.join(result.reasons))}", soft_wrap=True)
@@ -323,6 +381,9 @@ def _check_or_roll_back(cfg: SkillgraftConfig, st: ObjectStore, reg: Registry, v
 def rollback(
     version: Annotated[Optional[str], typer.Argument(help="former champion to restore (default: the previous one)")] = None,
     reason: Annotated[str, typer.Option(help="why, recorded in the history")] = "manual rollback",
+    force: Annotated[
+        bool, typer.Option("--force", help="roll back to a version that was champion only through --force (recorded)")
+    ] = False,
     model: ModelOpt = None,
     store: StoreOpt = None,
     config: ConfigOpt = None,
@@ -330,13 +391,55 @@ def rollback(
     """Move the champion back to VERSION, or to the champion before the current one.
 
     Only former champions are rollback targets, and only when complete and valid (parents too); repeated rollbacks
-    walk back down the chain of champions.
+    walk back down the chain of champions. A version that was champion only through a forced promotion needs
+    --force again (recorded as forced).
     """
     cfg, _st, reg = _open(config, store, model)
     with _errors():
         before = reg.require_champion()
-        pointer = reg.rollback(version, reason=reason)
-    console.print(f"champion of {escape(cfg.model)}: {before.version} → [bold]{pointer.version}[/]")
+        pointer = reg.rollback(version, reason=reason, force=force)
+    console.print(f"champion of {escape(cfg.model)}: {before.version} → [bold]{pointer.version}[/]"
+                  + (" (forced)" if pointer.forced else ""))  # fmt: skip
+
+
+# --- check and repair -----------------------------------------------------------------------------------------------
+
+
+@app.command()
+def check(
+    model: ModelOpt = None,
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Run the post-promotion check on the champion now (load it back, smoke-test it against the gate's scores) and
+    record it; roll back automatically when it fails. For a champion whose promoter stopped before checking it
+    (`status` says "never checked after promotion"); the next `skillgraft run` does the same first."""
+    cfg, st, reg = _open(config, store, model)
+    with _errors():
+        pointer = reg.require_champion()
+        previous = pointer.previous if pointer.action == "promote" else None
+    console.print(f"checking champion {pointer.version} of {escape(cfg.model)}")
+    _check_or_roll_back(cfg, st, reg, pointer.version, previous=previous)
+
+
+@app.command()
+def repair(
+    version: Annotated[
+        Optional[str], typer.Argument(help="former champion to restore (default: the last champion in the history)")
+    ] = None,
+    reason: Annotated[str, typer.Option(help="why, recorded in the history")] = "manual repair",
+    model: ModelOpt = None,
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Rebuild a missing champion pointer (champion.json) from the history: the champion it last recorded, or
+    VERSION, a former champion. Checksums of the version and its parents are verified first; the repair is recorded
+    in the history. Refused when the pointer is present or the history records no champion."""
+    cfg, _st, reg = _open(config, store, model)
+    with _errors():
+        pointer = reg.repair(version, reason=reason)
+    console.print(f"champion of {escape(cfg.model)} restored from the history: [bold]{pointer.version}[/] "
+                  f"(previous {pointer.previous or 'none'}); recorded as a repair")  # fmt: skip
 
 
 # --- export ---------------------------------------------------------------------------------------------------------

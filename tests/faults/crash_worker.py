@@ -11,6 +11,7 @@ Kill points (the process dies just before the named write reaches the store):
 * ``mid-manifest``     LocalStore only: the manifest's temp file is written and fsynced, not yet linked into place
 * ``before-pointer``   the version is complete (manifest written), the champion pointer not moved
 * ``before-history``   the pointer moved, the history entry not appended
+* ``after-promote``    the promotion is complete (pointer and history), the post-promotion check never ran
 * ``none``             run to the end
 
 ``--expected-etag`` / ``--start-at`` make two workers race on a promotion: each promotes against the etag the test read
@@ -31,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from skillgraft.refs import Manifest
+from skillgraft.refs import BatchRef, Manifest
 from skillgraft.registry import PromotionConflict, Registry
 from skillgraft.store import LocalStore, ObjectStore, open_store
 
@@ -42,6 +43,7 @@ KILL_POINTS = (
     "mid-manifest",
     "before-pointer",
     "before-history",
+    "after-promote",
     "none",
 )
 
@@ -86,8 +88,9 @@ def arm_mid_manifest(store: ObjectStore) -> None:
         raise SystemExit("mid-manifest is a LocalStore kill point")
     original = store._tmp
 
-    def tmp(path: Path, data: bytes) -> str:
-        written = original(path, data)
+    def tmp(*args: Any) -> str:  # (path, data), or (key, path, data): whatever LocalStore._tmp takes
+        written = original(*args)
+        path = next(a for a in args if isinstance(a, Path))
         if path.name == "manifest.json":
             die()
         return written
@@ -102,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kill-at", choices=KILL_POINTS, default="none")
     p.add_argument("--file", action="append", default=[], help="NAME=PATH, a model file of the new version")
     p.add_argument("--tasks", default="first", help="comma-separated tasks the new version knows")
+    p.add_argument("--batch", action="append", default=[], help="a BatchRef as JSON: data the new version was trained on")
     p.add_argument("--promote", action="store_true", help="promote the new version after creating it")
     p.add_argument("--promote-version", help="promote this existing version (no new version)")
     p.add_argument("--expected-etag", help="the champion etag to promote against ('none': there was no champion)")
@@ -125,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         info = reg.info()
         assert info is not None, "the model must be registered by the test"
         manifest = Manifest(model=args.model, version="pending", parent=parent, base=info.base,
-                            recipe={"kind": "sa_proj"}, tasks=args.tasks.split(","))  # fmt: skip
+                            recipe={"kind": "sa_proj"}, tasks=args.tasks.split(","),
+                            batches=[BatchRef.model_validate_json(b) for b in args.batch])  # fmt: skip
         version = reg.create_version(files, manifest).version
     outcome: dict[str, Any] = {"version": version}
     if version and (args.promote or args.promote_version):
@@ -134,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             promoted = reg.promote(version, reason=f"promoted by {args.actor}", expected_etag=etag)
             outcome.update(outcome="promoted", champion=promoted.version)
+            if args.kill_at == "after-promote":  # where a run would go on to the post-promotion check
+                die()
         except PromotionConflict as e:
             # What steps.promote does with a conflict: the candidate is recorded as superseded, nothing else moves.
             winner = e.current.version if e.current else None
