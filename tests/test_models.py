@@ -393,6 +393,28 @@ def test_weights_that_do_not_match_the_config_are_an_error_not_random_layers(tin
         load_model(str(tiny_dir))
 
 
+def test_unreadable_weights_gguf_and_remote_code_are_model_source_errors(tiny_dir, tmp_path):
+    """What transformers raises for a broken source (a SafetensorError, a ValueError) becomes one message saying what
+    is wrong with which source, so the CLI can print it as one line."""
+    (tiny_dir / "model.safetensors").write_bytes(b"\xff" * 1000)
+    with pytest.raises(ModelSourceError, match=r"not a valid safetensors file"):
+        load_model(str(tiny_dir))
+    gguf = tmp_path / "broken.gguf"
+    gguf.write_bytes(b"GARBAGE!" * 100)
+    with pytest.raises(ModelSourceError, match=r"broken\.gguf: not a GGUF file"):
+        load_model(str(gguf))
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (remote / name).write_bytes((tiny_dir / name).read_bytes())
+    (remote / "model.safetensors").write_bytes(b"unused")
+    (remote / "config.json").write_text(json.dumps({"model_type": "somethingelse",
+                                                    "auto_map": {"AutoConfig": "code.Config", "AutoModelForCausalLM": "code.Model"}}))  # fmt: skip
+    (remote / "code.py").write_text("raise SystemExit('remote code ran')\n")
+    with pytest.raises(ModelSourceError, match=r"needs code from its own repository.*Nothing was run"):
+        load_model(str(remote))
+
+
 def test_directory_without_config_or_tokenizer_says_what_is_missing(tiny_dir, tmp_path):
     (tiny_dir / "tokenizer.json").unlink()
     (tiny_dir / "tokenizer_config.json").unlink()

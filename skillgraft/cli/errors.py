@@ -117,10 +117,6 @@ def _model_error(e: BaseException) -> str | None:
         return f"stored delta: {e}"
     if type(e).__name__ == "SafetensorError":
         return f"a safetensors file could not be read: {_sentence(e)} Nothing was trained."
-    text = str(e)
-    if isinstance(e, ValueError) and "trust_remote_code" in text:
-        return ("the model needs its own code from the model repository (trust_remote_code); skillgraft never runs it "
-                "unless you set `trust_remote_code: true` in the config for a source you have read. Nothing was run.")  # fmt: skip
     return None
 
 

@@ -309,9 +309,25 @@ def _forget_quantizer(model: PreTrainedModel) -> None:
 
 
 def _fetch(location: _Location, source: str, what: str, load: Callable[[], _T]) -> _T:
-    """Run one ``from_pretrained`` step; turn a missing-file error into one that says what to do."""
+    """Run one ``from_pretrained`` step; turn what transformers raises for a bad or missing source into a
+    :class:`ModelSourceError` that says what is wrong and what to do."""
     try:
         return load()
+    except ModelSourceError:
+        raise
+    except OSError as err:
+        raise _missing(location, source, what, err) from err
+    except ValueError as err:
+        text = str(err)
+        if "trust_remote_code" in text:
+            raise ModelSourceError(
+                f"{source}: the model needs code from its own repository (config.json's auto_map), and skillgraft "
+                f"never runs it unless `trust_remote_code: true` is set in the config for a source you have read. "
+                f"Nothing was run."
+            ) from None
+        if location.gguf_file is not None:
+            raise ModelSourceError(f"{source}: not a GGUF file transformers can read ({text}). Nothing was registered.") from None
+        raise
     except RuntimeError as err:
         if "mismatched_sizes" not in str(err) and "size mismatch" not in str(err):
             raise
@@ -319,17 +335,25 @@ def _fetch(location: _Location, source: str, what: str, load: Callable[[], _T]) 
             f"{source}: the weights do not match config.json: some tensors have the wrong shape (transformers: {err}). "
             f"Check that config.json and the weights come from the same checkpoint. Nothing was registered."
         ) from None
-    except OSError as err:
-        if location.kind == "dir":
-            raise ModelSourceError(f"{source}: could not load the {what} from {location.path}: {err}") from err
-        if is_offline_mode():
-            raise ModelSourceError(
-                f"{source}: the {what} is not in the local Hugging Face cache and the hub is offline "
-                f"(HF_HUB_OFFLINE=1). Download the model first (e.g. `hf download {source}`) on a machine with "
-                f"access to the hub, or pass a local directory with config.json, model.safetensors and tokenizer "
-                f"files. ({err})"
-            ) from err
+    except Exception as err:
+        if type(err).__name__ != "SafetensorError":
+            raise
         raise ModelSourceError(
-            f"{source}: could not fetch the {what} from the Hugging Face hub: {err}. Check the id and your token "
-            f"(HF_TOKEN) for gated models, or pass a local directory. skillgraft loads safetensors weights only."
-        ) from err
+            f"{source}: the {what} could not be read: not a valid safetensors file ({err}). Nothing was registered."
+        ) from None
+
+
+def _missing(location: _Location, source: str, what: str, err: OSError) -> ModelSourceError:
+    if location.kind == "dir":
+        return ModelSourceError(f"{source}: could not load the {what} from {location.path}: {err}")
+    if is_offline_mode():
+        return ModelSourceError(
+            f"{source}: the {what} is not in the local Hugging Face cache and the hub is offline "
+            f"(HF_HUB_OFFLINE=1). Download the model first (e.g. `hf download {source}`) on a machine with "
+            f"access to the hub, or pass a local directory with config.json, model.safetensors and tokenizer "
+            f"files. ({err})"
+        )
+    return ModelSourceError(
+        f"{source}: could not fetch the {what} from the Hugging Face hub: {err}. Check the id and your token "
+        f"(HF_TOKEN) for gated models, or pass a local directory. skillgraft loads safetensors weights only."
+    )
