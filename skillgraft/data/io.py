@@ -16,7 +16,14 @@ object is an error that says what to write instead, and so is ``null``.
 
 Limits: a line longer than :data:`MAX_LINE_BYTES` is refused after reading at most that many bytes of it (it never
 reaches the JSON parser); encodings other than UTF-8 (a UTF-8 byte-order mark is fine) are refused with the line
-of the first bad byte.
+of the first bad byte; a NUL byte anywhere in a JSONL or CSV file makes it binary, refused with its line. A file of
+more than :data:`MAX_ROWS` examples or :data:`MAX_TEXT_BYTES` bytes (of decoded text, for Parquet) is refused as
+:class:`TooLarge`; a Parquet file's decoded size is bounded from its page headers and dictionaries before any value is
+materialised, never from the footer's claim alone.
+
+Text: ``prompt``, ``answer`` and ``image`` may not contain control characters other than tab, newline and carriage
+return (C0 ``U+0000-U+001F``, DEL, C1 ``U+0080-U+009F``: NULs and terminal escape sequences); each one is a
+:class:`ControlCharacter` problem naming the line and field.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ import difflib
 import io
 import json
 import os
+import re
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, ClassVar, Literal, NamedTuple
@@ -36,9 +45,12 @@ MAX_LINE_BYTES = 1_000_000
 """Longest accepted line (bytes, without the newline) of a JSONL or CSV file."""
 MAX_ISSUES = 100
 """Problems collected from one file before reading stops."""
-MAX_PARQUET_ROWS = 10_000_000
-MAX_PARQUET_BYTES = 4 << 30
-"""Largest uncompressed Parquet data accepted (checked from the footer, before anything is decompressed)."""
+MAX_ROWS = 1_000_000
+"""Most examples accepted in one file, any format: validation holds every example in memory (about 2.5 KB each, on
+top of the text; see docs/STORAGE.md). Larger files are refused before they are read further: split them."""
+MAX_TEXT_BYTES = 256 << 20
+"""Largest JSONL/CSV file, and most decoded text in a Parquet file (bytes): validation needs about ten times this in
+memory. A Parquet file is checked before its data is decoded (see :func:`_parquet_bounds`)."""
 
 FIELDS = ("prompt", "answer", "image")
 REQUIRED = ("prompt", "answer")
@@ -139,6 +151,10 @@ class TooLarge(DataError):
     code = "too_large"
 
 
+class ControlCharacter(DataError):
+    code = "control_character"
+
+
 class UnknownField(DataError):
     code = "unknown_field"
 
@@ -181,9 +197,13 @@ def read_examples(
     *,
     answer_type: AnswerType = "text",
     max_line_bytes: int = MAX_LINE_BYTES,
+    max_rows: int | None = None,
+    max_text_bytes: int | None = None,
 ) -> list[Example]:
     """The examples of a data file (a path, or its bytes plus its file ``name``); raises :class:`DataError`."""
-    return [r.example for r in read_records(source, name, answer_type=answer_type, max_line_bytes=max_line_bytes)]
+    records = read_records(source, name, answer_type=answer_type, max_line_bytes=max_line_bytes, max_rows=max_rows,
+                           max_text_bytes=max_text_bytes)  # fmt: skip
+    return [r.example for r in records]
 
 
 def read_records(
@@ -192,8 +212,14 @@ def read_records(
     *,
     answer_type: AnswerType = "text",
     max_line_bytes: int = MAX_LINE_BYTES,
+    max_rows: int | None = None,
+    max_text_bytes: int | None = None,
 ) -> list[Record]:
-    """Like :func:`read_examples`, keeping each example's line (or row) for error messages."""
+    """Like :func:`read_examples`, keeping each example's line (or row) for error messages.
+
+    ``max_rows`` / ``max_text_bytes``: None for :data:`MAX_ROWS` / :data:`MAX_TEXT_BYTES` (read when called)."""
+    max_rows = MAX_ROWS if max_rows is None else max_rows
+    max_text_bytes = MAX_TEXT_BYTES if max_text_bytes is None else max_text_bytes
     if isinstance(source, (bytes, bytearray, memoryview)):
         if name is None:
             raise TypeError("read_records(bytes) needs the file name (its extension picks the format)")
@@ -203,15 +229,23 @@ def read_records(
         stream = open(source, "rb")  # noqa: SIM115 - closed below
     with stream:
         fmt = file_format(name)
+        size = stream.seek(0, os.SEEK_END)
+        if size > max_text_bytes:
+            raise TooLarge(
+                name,
+                f"file is {size:,} bytes, over the limit of {max_text_bytes:,} for one data file (validation holds "
+                "all of it in memory): split it into smaller files; nothing of it was used",
+            )
+        stream.seek(0)
         _sniff(stream.read(8192), name, fmt)
         stream.seek(0)
         issues = _Issues()
         if fmt == "jsonl":
-            records = _read_jsonl(stream, name, answer_type, max_line_bytes, issues)
+            records = _read_jsonl(stream, name, answer_type, max_line_bytes, max_rows, issues)
         elif fmt == "csv":
-            records = _read_csv(stream, name, max_line_bytes, issues)
+            records = _read_csv(stream, name, max_line_bytes, max_rows, issues)
         else:
-            records = _read_parquet(stream.read(), name, answer_type, issues)
+            records = _read_parquet(stream.read(), name, answer_type, max_rows, max_text_bytes, issues)
     issues.raise_if_any()
     if not records:
         raise EmptyFile(name, "file has no examples (only blank lines or a header)")
@@ -301,6 +335,13 @@ def _lines(stream: IO[bytes], file: str, limit: int) -> Iterator[tuple[int, str 
             )
             continue
         raw = raw.rstrip(b"\r\n")
+        if (nul := raw.find(b"\x00")) >= 0:  # anywhere, not only in the first 8 KB that _sniff sees
+            raise BinaryFile(
+                file,
+                f"file contains a NUL byte (byte {nul + 1} of this line): it is binary data or "
+                "UTF-16/32 text, not UTF-8 text; nothing of it was used",
+                line=lineno,
+            )
         if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
             raw = raw[3:]
         try:
@@ -344,7 +385,25 @@ def _check_names(
     return errors
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_CONTROL_NAMES = {0: "NUL", 7: "BEL", 8: "backspace", 0x1B: "ESC, starts terminal escape sequences", 0x7F: "DEL",
+                  0x9B: "CSI, starts terminal escape sequences"}  # fmt: skip
+
+
 def _check_text(value: str, file: str, field: str, line: int, unit: Literal["line", "row"]) -> str:
+    if m := _CONTROL.search(value):
+        code = ord(m.group())
+        name = _CONTROL_NAMES.get(code) or unicodedata.name(m.group(), "a control character")
+        count = len(_CONTROL.findall(value))
+        raise ControlCharacter(
+            file,
+            f"field {field!r} contains control character U+{code:04X} ({name}) at character {m.start() + 1}"
+            + (f", and {count - 1} more" if count > 1 else "")
+            + ": only tab, newline and carriage return are allowed in text; remove it",
+            line=line,
+            field=field,
+            unit=unit,
+        )
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -404,7 +463,19 @@ def _json_type(value: Any) -> str:
     return type(value).__name__
 
 
-def _read_jsonl(stream: IO[bytes], file: str, answer_type: AnswerType, limit: int, issues: _Issues) -> list[Record]:
+def _too_many_rows(file: str, max_rows: int, line: int, unit: Literal["line", "row"] = "line") -> TooLarge:
+    return TooLarge(
+        file,
+        f"file has more than {max_rows:,} examples, the most one file may hold (validation keeps every example in "
+        "memory): split it into smaller files; nothing of it was used",
+        line=line,
+        unit=unit,
+    )
+
+
+def _read_jsonl(
+    stream: IO[bytes], file: str, answer_type: AnswerType, limit: int, max_rows: int, issues: _Issues
+) -> list[Record]:
     records: list[Record] = []
     for lineno, text in _lines(stream, file, limit):
         if issues.full:
@@ -414,6 +485,8 @@ def _read_jsonl(stream: IO[bytes], file: str, answer_type: AnswerType, limit: in
             continue
         if not text.strip():
             continue
+        if len(records) >= max_rows:
+            raise _too_many_rows(file, max_rows, lineno)
         try:
             records.append(Record(lineno, _json_example(text, file, lineno, answer_type)))
         except DataError as e:
@@ -477,7 +550,7 @@ def _json_value(value: Any, field: str, answer_type: AnswerType, file: str, line
 # --- CSV ----------------------------------------------------------------------------------------------------------
 
 
-def _read_csv(stream: IO[bytes], file: str, limit: int, issues: _Issues) -> list[Record]:
+def _read_csv(stream: IO[bytes], file: str, limit: int, max_rows: int, issues: _Issues) -> list[Record]:
     reader = csv.reader(_csv_text(_lines(stream, file, limit)), strict=True)
     header: list[str] | None = None
     records: list[Record] = []
@@ -504,7 +577,15 @@ def _read_csv(stream: IO[bytes], file: str, limit: int, issues: _Issues) -> list
                     )
                 )
             else:
-                values = {h: _check_text(v, file, h, start, "line") for h, v in zip(header, row)}
+                if len(records) >= max_rows:
+                    raise _too_many_rows(file, max_rows, start)
+                try:
+                    values = {h: _check_text(v, file, h, start, "line") for h, v in zip(header, row)}
+                except DataError as e:  # a problem in this row only: report it, read on
+                    issues.add(e)
+                    if issues.full:
+                        break
+                    continue
                 records.append(
                     Record(
                         start,
@@ -515,6 +596,8 @@ def _read_csv(stream: IO[bytes], file: str, limit: int, issues: _Issues) -> list
                 break
     except csv.Error as e:
         issues.add(InvalidCsv(file, f"malformed CSV: {e} (check the quoting)", line=reader.line_num or 1))
+    except TooLarge:
+        raise
     except DataError as e:  # a too-long line or bad encoding: the rest of the file cannot be trusted
         issues.add(e)
     if header is None and not issues.found:
@@ -532,8 +615,11 @@ def _csv_text(lines: Iterator[tuple[int, str | LineTooLong]]) -> Iterator[str]:
 # --- Parquet ------------------------------------------------------------------------------------------------------
 
 
-def _read_parquet(data: bytes, file: str, answer_type: AnswerType, issues: _Issues) -> list[Record]:
+def _read_parquet(
+    data: bytes, file: str, answer_type: AnswerType, max_rows: int, max_text_bytes: int, issues: _Issues
+) -> list[Record]:
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     if len(data) < 12 or not (data.startswith(b"PAR1") and data.endswith(b"PAR1")):
@@ -550,15 +636,15 @@ def _read_parquet(data: bytes, file: str, answer_type: AnswerType, issues: _Issu
         raise InvalidParquet(file, f"cannot read the Parquet footer: {e}") from None
     if meta.num_rows == 0:
         raise EmptyFile(file, "Parquet file has no rows")
-    if meta.num_rows > MAX_PARQUET_ROWS:
+    if meta.num_rows > max_rows:
         raise TooLarge(
-            file, f"Parquet file has {meta.num_rows:,} rows, over the limit of {MAX_PARQUET_ROWS:,}: split it"
+            file,
+            f"Parquet file has {meta.num_rows:,} rows, over the limit of {max_rows:,} examples per file: split it; "
+            "nothing of it was used",
         )
-    size = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
-    if size > MAX_PARQUET_BYTES:
-        raise TooLarge(file, f"Parquet data is {size:,} bytes uncompressed, over the limit of {MAX_PARQUET_BYTES:,}")
 
     errors = _check_names(schema.names, file, kind="column", line=None)
+    textual_columns: list[str] = []
     for name in FIELDS:
         if name not in schema.names:
             continue
@@ -567,14 +653,45 @@ def _read_parquet(data: bytes, file: str, answer_type: AnswerType, issues: _Issu
             t = t.value_type
         textual = pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
         numeric = pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
+        if textual:
+            textual_columns.append(name)
         if textual or pa.types.is_null(t) or (numeric and name == "answer" and answer_type == "number"):
             continue
         hint = " (numeric answers are accepted only when the task's answer_type is number)" if numeric else ""
         errors.append(WrongType(file, f"column {name!r} has type {t}; expected string{hint}", field=name))
     _raise_all(errors)
+    wanted = [n for n in FIELDS if n in schema.names]
+    _parquet_bounds(data, meta, wanted, file, max_rows, max_text_bytes)
 
+    # Dictionary-encoded text stays a dictionary plus indices while it is read, so the decoded size can be counted
+    # (value lengths taken by index) before any value is materialised: one 1 MB string repeated is 1 MB here.
     try:
-        table = pf.read(columns=[n for n in FIELDS if n in schema.names])
+        pf = pq.ParquetFile(pa.BufferReader(data), read_dictionary=textual_columns)
+        text_bytes = 0
+        parts = []
+        for rg in range(meta.num_row_groups):
+            part = pf.read_row_group(rg, columns=wanted)
+            for name in part.column_names:
+                for chunk in part.column(name).chunks:
+                    if pa.types.is_dictionary(chunk.type):
+                        lengths = pc.binary_length(chunk.dictionary)
+                        size = pc.sum(pc.take(lengths, chunk.indices)).as_py() or 0
+                    elif name in textual_columns:
+                        size = pc.sum(pc.binary_length(chunk)).as_py() or 0
+                    else:  # a numeric answer: at most ~25 characters written out
+                        size = 25 * len(chunk)
+                    text_bytes += size
+                    if text_bytes > max_text_bytes:
+                        raise TooLarge(
+                            file,
+                            f"Parquet text decodes to more than {max_text_bytes:,} bytes (reached in column {name!r} "
+                            f"of row group {rg}; a repeated dictionary value counts each time it is used): split the "
+                            "file or shorten the text; nothing of it was used",
+                        )
+            parts.append(part)
+        table = pa.concat_tables(parts)
+    except DataError:
+        raise
     except (pa.ArrowException, OSError, ValueError) as e:
         raise InvalidParquet(file, f"cannot read the Parquet data: {e}") from None
     columns = {n: table.column(n).to_pylist() for n in table.column_names}
@@ -606,3 +723,169 @@ def _read_parquet(data: bytes, file: str, answer_type: AnswerType, issues: _Issu
             Record(row, Example(prompt=values["prompt"], answer=values["answer"], image=values.get("image")), "row")
         )  # type: ignore[arg-type]
     return records
+
+
+# Parquet page headers (Thrift compact protocol): read here to bound what decoding will allocate, from the same headers
+# the decoder obeys, instead of trusting the footer's totals.
+_DICT_ENCODINGS = {2, 8}  # PLAIN_DICTIONARY, RLE_DICTIONARY
+_ENCODING_NAMES = {0: "PLAIN", 2: "PLAIN_DICTIONARY", 3: "RLE", 4: "BIT_PACKED", 5: "DELTA_BINARY_PACKED",
+                   6: "DELTA_LENGTH_BYTE_ARRAY", 7: "DELTA_BYTE_ARRAY", 8: "RLE_DICTIONARY", 9: "BYTE_STREAM_SPLIT"}  # fmt: skip
+_UNBOUNDED_ENCODINGS = {7}
+"""DELTA_BYTE_ARRAY: each value is a prefix of the previous one plus a suffix, so a few bytes decode to any size."""
+
+
+class _BadThrift(Exception):
+    pass
+
+
+class _Compact:
+    """Just enough of Thrift's compact protocol to read a PageHeader (unknown fields are skipped)."""
+
+    def __init__(self, buf: bytes, pos: int, end: int) -> None:
+        self.buf, self.pos, self.end = buf, pos, end
+
+    def byte(self) -> int:
+        if self.pos >= self.end:
+            raise _BadThrift("page header runs past its column chunk")
+        b = self.buf[self.pos]
+        self.pos += 1
+        return b
+
+    def varint(self) -> int:
+        shift = result = 0
+        for _ in range(10):
+            b = self.byte()
+            result |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return result
+            shift += 7
+        raise _BadThrift("malformed integer in page header")
+
+    def zigzag(self) -> int:
+        v = self.varint()
+        return (v >> 1) ^ -(v & 1)
+
+    def skip(self, n: int) -> None:
+        if n < 0 or self.pos + n > self.end:
+            raise _BadThrift("page header field runs past its column chunk")
+        self.pos += n
+
+    def value(self, t: int, depth: int) -> object:
+        if t in (1, 2):
+            return t == 1
+        if t == 3:
+            return self.byte()
+        if t in (4, 5, 6):
+            return self.zigzag()
+        if t == 7:
+            return self.skip(8)
+        if t == 8:
+            return self.skip(self.varint())
+        if t in (9, 10):
+            head = self.byte()
+            n, et = head >> 4, head & 0x0F
+            if n == 15:
+                n = self.varint()
+            if n > self.end - self.pos:
+                raise _BadThrift("page header list longer than its bytes")
+            for _ in range(n):
+                self.byte() if et in (1, 2) else self.value(et, depth + 1)
+            return None
+        if t == 11:
+            n = self.varint()
+            if n > self.end - self.pos:
+                raise _BadThrift("page header map longer than its bytes")
+            if n:
+                kv = self.byte()
+                for _ in range(n):
+                    self.value(kv >> 4, depth + 1)
+                    self.value(kv & 0x0F, depth + 1)
+            return None
+        if t == 12:
+            return self.struct(depth + 1)
+        raise _BadThrift(f"unknown field type {t} in page header")
+
+    def struct(self, depth: int = 0) -> dict[int, object]:
+        if depth > 16:
+            raise _BadThrift("page header nested too deeply")
+        fields: dict[int, object] = {}
+        last = 0
+        while True:
+            b = self.byte()
+            if b == 0:
+                return fields
+            delta, t = b >> 4, b & 0x0F
+            fid = last + delta if delta else self.zigzag()
+            last = fid
+            fields[fid] = self.value(t, depth)
+
+
+def _int(fields: dict[int, object], fid: int) -> int:
+    v = fields.get(fid)
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise _BadThrift(f"page header field {fid} is missing or negative")
+    return v
+
+
+def _parquet_bounds(data: bytes, meta, columns: list[str], file: str, max_rows: int, max_text_bytes: int) -> None:
+    """Refuse a Parquet file whose pages would decode past the limits, from the page headers alone.
+
+    Every page of the columns read is walked: its header's uncompressed size is what the decoder allocates and
+    decompresses into (a page that decompresses to more is an error there), and its value count is what it decodes.
+    Dictionary-encoded values are counted exactly later (dictionary value lengths taken by index); DELTA_BYTE_ARRAY
+    pages, whose values can be any size from a few bytes, are refused.
+    """
+    footer_start = len(data) - 8 - int.from_bytes(data[-8:-4], "little")
+    decompressed = 0
+    values: dict[str, int] = {}
+    for rg in range(meta.num_row_groups):
+        group = meta.row_group(rg)
+        for ci in range(group.num_columns):
+            col = group.column(ci)
+            name = col.path_in_schema
+            if name not in columns:
+                continue
+            where = f"column {name!r} of row group {rg}"
+            start = col.data_page_offset
+            if col.has_dictionary_page and col.dictionary_page_offset and col.dictionary_page_offset < start:
+                start = col.dictionary_page_offset
+            end = start + col.total_compressed_size
+            if start < 4 or end > footer_start or col.total_compressed_size < 0:
+                raise InvalidParquet(file, f"{where} lies outside the file's data (bytes {start}..{end}): corrupt file")
+            pos = start
+            try:
+                while pos < end:
+                    reader = _Compact(data, pos, end)
+                    header = reader.struct()
+                    kind, size, stored = _int(header, 1), _int(header, 2), _int(header, 3)
+                    pos = reader.pos + stored
+                    if pos > end:
+                        raise _BadThrift("page runs past its column chunk")
+                    decompressed += size
+                    sub = header.get({0: 5, 2: 7, 3: 8}.get(kind, -1))
+                    if kind in (0, 3):
+                        if not isinstance(sub, dict):
+                            raise _BadThrift("data page without its data page header")
+                        encoding = _int(sub, 2 if kind == 0 else 4)
+                        values[name] = values.get(name, 0) + _int(sub, 1)
+                        if encoding in _UNBOUNDED_ENCODINGS:
+                            raise InvalidParquet(
+                                file,
+                                f"{where} uses the {_ENCODING_NAMES[encoding]} encoding, whose decoded size can't be "
+                                "bounded before decoding: write the file with the default encodings (dictionary or "
+                                "plain, as pyarrow, pandas and Spark do by default); nothing of it was used",
+                            )
+            except _BadThrift as e:
+                raise InvalidParquet(file, f"cannot read the page headers of {where}: {e}: corrupt file") from None
+            if decompressed > max_text_bytes:
+                raise TooLarge(
+                    file,
+                    f"Parquet pages decompress to more than {max_text_bytes:,} bytes (reached at {where}, by its page "
+                    "headers): split the file; nothing of it was used",
+                )
+            if values.get(name, 0) > max_rows:
+                raise TooLarge(
+                    file,
+                    f"{where}: pages hold {values[name]:,} values, over the limit of {max_rows:,} examples per file: "
+                    "split it; nothing of it was used",
+                )
