@@ -16,7 +16,10 @@ Keys (the same on a local directory and on S3)::
     quarantine/_invalid/<batch-id>/...                  files whose task folder is not a valid task name
 
 Ingesting a data file always moves it out of the landing zone (copy, read back and compare, then delete): into a batch,
-into quarantine, or nowhere when the same bytes are already an accepted batch of the task (``duplicate``). A batch
+into quarantine, or nowhere when the same bytes are already an accepted batch of the task (``duplicate``). A landed
+entry that is not a plain file (a symbolic link, a linked folder, a FIFO: :class:`~skillgraft.store.base.UnsafeFile`)
+is never read: a report alone goes to quarantine (rule ``unsafe_file``) and the link itself is removed, never what it
+points to; an image reached through a link is an ``image`` problem of the file that references it. A batch
 exists only once its ``batch.json`` is written; a half-written batch folder is completed by the next ingest.
 
 Raises (all :class:`IntakeError`): :class:`UnknownTask`, :class:`TaskSpecConflict`, :class:`BatchRejected` (from
@@ -49,7 +52,7 @@ from skillgraft.data.validate import (
 )
 from skillgraft.names import InvalidName, check_name
 from skillgraft.refs import BatchRef, FileEntry
-from skillgraft.store.base import KeyExists, KeyNotFound, ObjectStore
+from skillgraft.store.base import KeyExists, KeyNotFound, ObjectStore, UnsafeFile
 
 INCOMING = "incoming"
 QUARANTINE = "quarantine"
@@ -291,7 +294,10 @@ class Intake:
         parts = key.split("/")
         if len(parts) < 2 or parts[0] != INCOMING:
             raise ValueError(f"{key!r} is not in the landing zone: expected {INCOMING}/<task>/<file>")
-        data = self.store.get(key)
+        try:
+            data = self.store.get(key)
+        except UnsafeFile as e:  # a link (or FIFO, device) in a local landing zone: never read, never copied
+            return self._refuse_unsafe(key, e)
         batch_id = batch_id_of(data)
         if len(parts) == 2:
             file = safe_file_name(parts[1])
@@ -355,6 +361,12 @@ class Intake:
                     return self.store.get(key)
                 except KeyNotFound:
                     continue
+                except UnsafeFile as e:
+                    where = "it is" if e.at == key else f"{e.at} on its path is"
+                    raise images.ImageProblem(
+                        f"image {ref!r} is refused: {where} {e.what} in the store, never followed or read; put the "
+                        "image file itself there"
+                    ) from None
             return None
 
         return read
@@ -538,6 +550,44 @@ class Intake:
             message=f"{report.headline()}; batch {batch_id} moved to {location}, nothing deleted",
         )
 
+    def _refuse_unsafe(self, key: str, err: UnsafeFile) -> IngestResult:
+        """A landed entry that is not a plain file: a report in quarantine (no data: nothing was read), and the entry
+        itself removed from the landing zone (a link is removed, never what it points to)."""
+        parts = key.split("/")
+        folder, task = INVALID_TASK_DIR, None
+        if len(parts) >= 3:
+            try:
+                folder = task = check_name("task", parts[1])
+            except InvalidName:
+                pass
+        file = safe_file_name(parts[-1])
+        batch_id = batch_id_of(f"unsafe-file:{key}".encode())  # nothing was read: the id names the entry
+        location = f"{QUARANTINE}/{folder}/{batch_id}/"
+        what = f"{key} is {err.what}" if err.at == key else f"{key} is reached through {err.at}, {err.what}"
+        message = (
+            f"{what}: links and special files in the landing zone are refused, never followed or read; put the file "
+            f"itself in {INCOMING}/<task>/ (or use `skillgraft submit`)"
+        )
+        report = rejection_report("unsafe_file", message, file=file, batch_id=batch_id, task=task)
+        self._write_report(location, report)
+        if err.at == key:
+            self._remove_landed(key)
+            fate = "the link was removed from the landing zone (what it points to was not touched)"
+            if "link" not in err.what:
+                fate = f"the {err.what.removeprefix('a ')} was removed from the landing zone"
+        else:
+            fate = f"it was left in place: remove {err.at} by hand"
+        return IngestResult(
+            status="quarantined",
+            key=key,
+            task=task or folder,
+            file=file,
+            batch_id=batch_id,
+            location=location,
+            report=report,
+            message=f"{message}; nothing was copied, {fate}; report in {location}",
+        )
+
     def _write_report(self, location: str, report: ValidationReport) -> None:
         """report.json (+ report.html) in a quarantine folder; a different report for the same bytes (the task was
         registered since, say) is kept beside the first as report.2.json, never over it."""
@@ -587,7 +637,7 @@ class Intake:
         for key in self.incoming(spec.name):
             try:
                 wanted.update(self._refs(spec, key, self.store.get(key)))
-            except KeyNotFound:  # ingested meanwhile
+            except (KeyNotFound, UnsafeFile):  # ingested meanwhile; a link is refused by ingest, names no image
                 continue
         return wanted
 

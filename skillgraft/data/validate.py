@@ -23,6 +23,8 @@ from __future__ import annotations
 import hashlib
 import html
 import os
+import re
+import secrets
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,6 +49,7 @@ NUMBER_REGEX = r"^[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?\Z"
 RULES = (
     "parse",
     "image",
+    "unsafe_file",
     "task_name",
     "unknown_task",
     "required_columns",
@@ -109,7 +112,7 @@ class ValidationReport(BaseModel):
             head = f"<head><meta charset='utf-8'><title>{html.escape(self.file)}</title></head>"
             return f"<!DOCTYPE html><html>{head}<body>{summary}</body></html>"
         try:
-            page = _gx_data_docs_page(self.gx_results)
+            page = _gx_data_docs_page(self.gx_results)  # every string from the data is escaped there
         except Exception as e:  # noqa: BLE001 - a renderer bug must not hide the report; the failure is shown in it
             note = f"<p><b>GX Data Docs could not be rendered:</b> {html.escape(repr(e))}</p>"
             return f"<!DOCTYPE html><html><head><meta charset='utf-8'></head><body>{summary}{note}</body></html>"
@@ -278,13 +281,47 @@ def run_suite(df: pd.DataFrame, suite: ExpectationSuite, *, asset: str = "exampl
     return out
 
 
+_HTML_SPECIAL = re.compile(r"[&<>\"'`]")
+
+
 def _gx_data_docs_page(gx_results: dict[str, Any]) -> str:
+    """GX's Data Docs page for ``gx_results``, with every string that could carry markup escaped exactly once.
+
+    GX escapes some values (a label set) but not others (the table of unexpected values), so escaping its input would
+    double-escape and escaping its output can't tell data from markup. Instead each string holding ``& < > " ' ```
+    is swapped for an inert token (letters and digits, the same escaped or not) before rendering, and each token in
+    the page is replaced by the escaped string after: values, labels, notes and file names alike.
+    """
     from great_expectations.core.expectation_validation_result import ExpectationSuiteValidationResultSchema
     from great_expectations.render.renderer import ValidationResultsPageRenderer
     from great_expectations.render.view import DefaultJinjaPageView
 
-    result = ExpectationSuiteValidationResultSchema().load(gx_results)
-    return DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(result))
+    nonce = secrets.token_hex(8)
+    originals: dict[str, str] = {}
+    tokens: dict[str, str] = {}
+
+    def token(value: str) -> str:
+        if not _HTML_SPECIAL.search(value):
+            return value
+        if value not in tokens:
+            tokens[value] = t = f"sgx{nonce}n{len(tokens)}e"
+            originals[t] = value
+        return tokens[value]
+
+    def inert(obj: Any) -> Any:
+        if isinstance(obj, str):
+            return token(obj)
+        if isinstance(obj, dict):
+            return {inert(k) if isinstance(k, str) else k: inert(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return [inert(v) for v in obj]
+        return obj
+
+    result = ExpectationSuiteValidationResultSchema().load(inert(gx_results))
+    page = DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(result))
+    if not originals:
+        return page
+    return re.sub(rf"sgx{nonce}n(\d+)e", lambda m: html.escape(originals[m.group(0)], quote=True), page)
 
 
 # --- validating a batch -------------------------------------------------------------------------------------------
