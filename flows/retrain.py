@@ -73,12 +73,13 @@ def teach(cfg: SkillgraftConfig, task: str | None, bootstrap: bool) -> RetrainOu
     data = t.ingest(cfg, task)
     if not data.batches:
         status = "data-rejected" if data.rejected else "no-new-data"
-        return RetrainOutcome(model=cfg.model, status=status, notes=data.rejected or ["no new valid data in the landing zone"])
+        return RetrainOutcome(model=cfg.model, status=status, champion=resumed.champion,
+                              notes=[*resumed.notes, *(data.rejected or ["no new valid data in the landing zone"])])  # fmt: skip
     cand = t.fine_tune(cfg, data.batches, bootstrap)
     report = t.regression_suite(cfg, cand)
     decision = t.gate(cfg, cand, report)
     out = RetrainOutcome(model=cfg.model, status="rejected", candidate=cand.candidate.version, decision=decision,
-                         report=report, tasks=cand.new_tasks, notes=data.rejected)  # fmt: skip
+                         report=report, tasks=cand.new_tasks, notes=[*resumed.notes, *data.rejected])  # fmt: skip
     if not decision.promote:
         t.reject(cfg, cand, decision)
         out.champion = cand.parent

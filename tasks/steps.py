@@ -35,8 +35,25 @@ from tasks.events import (
     model_resource,
 )
 
+
+def _transient(task, task_run, state) -> bool:
+    """retry_condition_fn: retry what may pass next time (an unreachable store, a dropped connection), not what
+    would fail the same way again — the registry's refusals, a bad base model or config, a missing bucket, refused
+    credentials, a full disk — so the user hears of those at once instead of after two pointless retries."""
+    import errno
+
+    from skillgraft.models.load import ModelSourceError
+    from skillgraft.registry import RegistryError
+    from skillgraft.store.base import BucketNotFound, StoreAccessDenied
+
+    error = state.result(raise_on_failure=False)
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+        return False
+    return not isinstance(error, (RegistryError, ModelSourceError, ValueError, BucketNotFound, StoreAccessDenied))
+
+
 # Steps that touch the store retry on transient errors; training and scoring are deterministic, so they don't.
-_STORE_RETRIES = dict(retries=2, retry_delay_seconds=[2, 10])
+_STORE_RETRIES = dict(retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=_transient)
 
 GPU_SLOT_ENV = "SKILLGRAFT_GPU_SLOT"
 """Name of the Prefect global concurrency limit that guards this worker's accelerator (set by deployments/serve.py
@@ -84,14 +101,7 @@ def register_model(cfg: SkillgraftConfig) -> None:
     steps.ensure_model(store_for(cfg), cfg)
 
 
-def _not_a_registry_error(task, task_run, state) -> bool:
-    """retry_condition_fn: retry transient failures (the store), not the registry's refusals (they would repeat)."""
-    from skillgraft.registry import RegistryError
-
-    return not isinstance(state.result(raise_on_failure=False), RegistryError)
-
-
-@task(name="finish-interrupted", cache_policy=NO_CACHE, retry_condition_fn=_not_a_registry_error, **_STORE_RETRIES)
+@task(name="finish-interrupted", cache_policy=NO_CACHE, **_STORE_RETRIES)
 def finish_interrupted(cfg: SkillgraftConfig) -> steps.Resumed:
     """Before anything is read or trained: refuse a store whose champion pointer was lost (``skillgraft repair``),
     and run the post-promotion check an interrupted run left undone (rolling back when it fails)."""

@@ -63,6 +63,12 @@ def prefect_env() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
     os.environ.setdefault(STARTUP_TIMEOUT_ENV, DEFAULT_STARTUP_TIMEOUT_S)
+    if not os.environ.get("PREFECT_API_URL"):
+        # No server configured: the flow starts an embedded one on PREFECT_HOME's SQLite database. Two runs at once
+        # share that file; let a statement wait for the other's lock (Prefect's default gives up after 10 s), and keep
+        # the embedded server's own log (a lock it retried, its shutdown) off the user's terminal.
+        os.environ.setdefault("PREFECT_SERVER_DATABASE_TIMEOUT", "60")
+        os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-load "Loading weights" bars drown the run's own output

@@ -33,6 +33,8 @@ def demo(
     reg = Registry(st, cfg.model)
     from flows.retrain import retrain
 
+    if reg.info() is not None:
+        reg.require_intact_pointer()  # a lost pointer is not "no champion yet": never bootstrap over a lineage
     pointer = reg.champion()
     if pointer is None:
         console.rule("bootstrap: teaching the bare demo model its first tasks (full fine-tune)")
