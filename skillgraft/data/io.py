@@ -727,9 +727,10 @@ def _read_parquet(
 
 # Parquet page headers (Thrift compact protocol): read here to bound what decoding will allocate, from the same headers
 # the decoder obeys, instead of trusting the footer's totals.
-_DICT_ENCODINGS = {2, 8}  # PLAIN_DICTIONARY, RLE_DICTIONARY
-_ENCODING_NAMES = {0: "PLAIN", 2: "PLAIN_DICTIONARY", 3: "RLE", 4: "BIT_PACKED", 5: "DELTA_BINARY_PACKED",
-                   6: "DELTA_LENGTH_BYTE_ARRAY", 7: "DELTA_BYTE_ARRAY", 8: "RLE_DICTIONARY", 9: "BYTE_STREAM_SPLIT"}  # fmt: skip
+_ENCODING_NAMES = {
+    0: "PLAIN", 2: "PLAIN_DICTIONARY", 3: "RLE", 4: "BIT_PACKED", 5: "DELTA_BINARY_PACKED", 6: "DELTA_LENGTH_BYTE_ARRAY",
+    7: "DELTA_BYTE_ARRAY", 8: "RLE_DICTIONARY", 9: "BYTE_STREAM_SPLIT",
+}  # fmt: skip
 _UNBOUNDED_ENCODINGS = {7}
 """DELTA_BYTE_ARRAY: each value is a prefix of the previous one plus a suffix, so a few bytes decode to any size."""
 

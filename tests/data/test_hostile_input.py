@@ -53,7 +53,9 @@ def _all_store_bytes(root: Path) -> bytes:
 # --- 9: links in the landing zone ---------------------------------------------------------------------------------
 
 
-def test_cli_ingest_refuses_a_linked_file_and_a_linked_folder_and_copies_nothing(intake: Intake, tmp_path: Path) -> None:
+def test_cli_ingest_refuses_a_linked_file_and_a_linked_folder_and_copies_nothing(
+    intake: Intake, tmp_path: Path
+) -> None:
     outside = tmp_path / "outside"
     (outside / "dir").mkdir(parents=True)
     (outside / "secret.jsonl").write_bytes(_jsonl(_good_rows()))  # valid data: followed, it would be accepted
