@@ -125,8 +125,9 @@ def test_dictionary_bomb_is_refused_before_decoding_with_bounded_memory(tmp_path
     assert meta.row_group(0).total_byte_size < data_io.MAX_TEXT_BYTES  # the footer sees only the 1 MiB dictionary
 
     # Through the real intake, in a fresh process, so its peak memory is the bomb's alone (before: 3.9-13.8 GB).
+    # VmHWM, not ru_maxrss: Linux carries a parent's ru_maxrss over into a forked and exec'd child.
     script = f"""
-import resource
+import re
 from skillgraft.data import Intake, TaskSpec
 from skillgraft.store import LocalStore
 intake = Intake(LocalStore({str(tmp_path / "store")!r}))
@@ -134,7 +135,8 @@ intake.register_task(TaskSpec(name="qa"))
 intake.store.put_new("incoming/qa/bomb.parquet", open({str(bomb)!r}, "rb").read())
 (result,) = intake.ingest("qa")
 print(result.status, "|", result.message)
-print("peak_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+hwm = re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read())  # this process's own peak RSS
+print("peak_mb", int(hwm.group(1)) // 1024)
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True).stdout
     status, message = out.splitlines()[0].split(" | ", 1)
