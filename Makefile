@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first: the CPU build of 2.13.0 when no torch is present (an open range would fetch a CUDA build).
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[test,gguf,s3]" $(PINS)
+	$(PY) -m pip install --quiet -e ".[test,gguf,s3,lm-eval]" $(PINS)
 	touch $(STAMP)
 
 demo: $(STAMP)
