@@ -66,8 +66,10 @@ def retrain(
 
 
 def teach(cfg: SkillgraftConfig, task: str | None, bootstrap: bool) -> RetrainOutcome:
-    t.register_model(cfg)
-    resumed = t.finish_interrupted(cfg)  # a lost champion pointer stops here; an unchecked champion is checked first
+    unguarded = t.register_model(cfg)
+    resumed = t.finish_interrupted(cfg)
+    if unguarded:
+        resumed.notes.insert(0, f"WARNING: {unguarded}")  # a lost champion pointer stops here; an unchecked champion is checked first
     if resumed.stop:
         return RetrainOutcome(model=cfg.model, status="check-failed", champion=resumed.champion, notes=resumed.notes)
     data = t.ingest(cfg, task)

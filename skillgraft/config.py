@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from skillgraft.gate import GatePolicy
 from skillgraft.names import check_name
 from skillgraft.recipes import Full, Recipe, SAProj, parse_recipe
+from skillgraft.search import SearchConfig
 from skillgraft.train import TrainConfig
 
 DEFAULT_STORE = ".skillgraft/store"
@@ -59,6 +60,7 @@ class SkillgraftConfig(BaseModel):
     trust_remote_code: bool = False
     recipe: Recipe = Field(default_factory=SAProj)
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(**TRAIN_DEFAULTS))
+    search: SearchConfig = Field(default_factory=SearchConfig, description="the budgeted search (skillgraft.search)")
     replay: float = Field(0.75, ge=0, lt=1, description="share of each training mix drawn from old tasks' train splits")
     gate: GatePolicy = Field(default_factory=GatePolicy)
     suite: SuiteConfig = Field(default_factory=SuiteConfig)
@@ -69,6 +71,19 @@ class SkillgraftConfig(BaseModel):
     @classmethod
     def _recipe_by_name(cls, v):
         return parse_recipe(v) if isinstance(v, str) else v
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _remember_what_was_given(cls, data, handler):
+        """``train.model_fields_set`` is what the user wrote (a partial block is completed from the documented
+        defaults): a run that searches for its learning rate must know whether one was set."""
+        given = {k: set(v) for k in ("train", "bootstrap_train") if isinstance(data, dict) and isinstance(v := data.get(k), dict)}
+        cfg = handler(data)
+        for k in ("train", "bootstrap_train"):
+            block = getattr(cfg, k)
+            if k in given or not (isinstance(data, dict) and isinstance(data.get(k), BaseModel)):
+                object.__setattr__(block, "__pydantic_fields_set__", given.get(k, set()))
+        return cfg
 
     @field_validator("train", "bootstrap_train", mode="before")
     @classmethod

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import re
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 from functools import cache
 from pathlib import Path
 
@@ -71,6 +72,10 @@ class EvalTask:
     max_new_tokens: int
     examples: Sequence  # objects with .prompt and .answer
     new: bool = False
+    guard: bool = False  # a guard set (skillgraft.guards): held out, never trained on, protected by its own tolerance
+    tolerance: float | None = None  # a guard's own tolerance (None: the gate's guard_max_drop)
+    base: float | None = None  # a guard's score on the bare base, when known
+    scorer: Callable[[Any, Any], TaskScore] | None = None  # scores a model itself (an lm-eval guard); else greedy + metric
 
 
 _NUMERIC_ANSWER = re.compile(r"^[\d\s.,+\-/%]+$")
@@ -98,10 +103,17 @@ class SuiteRow(BaseModel):
     n: int
     champion: float
     candidate: float
+    guard: bool = False
+    base: float | None = Field(None, description="a guard's score on the bare base (guards are held to it too)")
+    tolerance: float | None = Field(None, description="a guard's own tolerance; None: the gate's guard_max_drop")
 
     @property
     def delta(self) -> float:
         return self.candidate - self.champion
+
+    @property
+    def kind(self) -> str:
+        return "new" if self.new else "guard" if self.guard else "old"
 
 
 class RegressionReport(BaseModel):
@@ -124,12 +136,12 @@ class RegressionReport(BaseModel):
             "|---|---|---:|---:|---:|---:|",
         ]
         for r in self.rows:
+            base = f" (base {r.base:.3f})" if r.base is not None else ""
             lines.append(
-                f"| {r.task} | {'new' if r.new else 'old'} | {r.n} | {r.champion:.3f} | {r.candidate:.3f} | "
-                f"{r.delta:+.3f} |"
+                f"| {r.task} | {r.kind} | {r.n} | {r.champion:.3f}{base} | {r.candidate:.3f} | {r.delta:+.3f} |"
             )
         if (p := self.probe) is not None:
-            lines.append(f"\nDrift probes on {p.prompts} old-task prompts ({p.steps} greedy steps each):\n")
+            lines.append(f"\nDrift probes on {p.prompts} old-task and guard prompts ({p.steps} greedy steps each):\n")
             lines.append(
                 f"- number-token mass: champion {p.champion:.4f}, candidate {p.candidate:.4f} ({p.delta:+.4f})"
             )
@@ -224,13 +236,16 @@ def run_suite(
     champ_scores: dict[str, TaskScore] = {}
     cand_scores: dict[str, TaskScore] = {}
     for task in tasks:
-        a = score_task(champion, tokenizer, task, batch_size)
-        b = score_task(candidate, tokenizer, task, batch_size)
+        if task.scorer is not None:
+            a, b = task.scorer(champion, tokenizer), task.scorer(candidate, tokenizer)
+        else:
+            a, b = score_task(champion, tokenizer, task, batch_size), score_task(candidate, tokenizer, task, batch_size)
         champ_scores[task.name], cand_scores[task.name] = a, b
-        rows.append(SuiteRow(task=task.name, new=task.new, metric=task.metric, n=a.n, champion=a.score, candidate=b.score))
-    # the drift probe reads old tasks whose right answers are not numbers: on a numeric old task (count), mass on
-    # number tokens is the skill, not drift
-    probed = [t for t in tasks if not t.new and not numeric_answers(t.examples)]
+        rows.append(SuiteRow(task=task.name, new=task.new, metric=a.metric, n=a.n, champion=a.score, candidate=b.score,
+                             guard=task.guard, base=task.base, tolerance=task.tolerance))  # fmt: skip
+    # the drift probe reads old tasks and guards whose right answers are not numbers: on a numeric old task (count),
+    # mass on number tokens is the skill, not drift
+    probed = [t for t in tasks if not t.new and t.scorer is None and not numeric_answers(t.examples)]
     old_prompts = [ex if isinstance(ex, ImageExample) else ex.prompt for t in probed for ex in list(t.examples)[:probe_prompts]]
     answers = [ex.answer for t in tasks if t.new for ex in t.examples]
     probe = None

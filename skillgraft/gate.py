@@ -51,6 +51,10 @@ conservative than the exact test, so prefer ``"mcnemar"`` for small splits). Bot
     max_kl: float | None = Field(
         None, ge=0, description="largest allowed mean KL(champion ‖ candidate) per step on old prompts, nats; None: off"
     )
+    guard_max_drop: float = Field(
+        0.02, ge=0, le=1, description="largest drop a guard set may show against the champion or the base (its own "
+        "tolerance, set with `guard add --tolerance`, wins)",
+    )
     significance: Literal["off", "mcnemar", "bootstrap"] = Field(
         "off", description="off: every drop over max_drop counts; else only drops unlikely to be noise (p < alpha)"
     )
@@ -206,6 +210,9 @@ def decide(report: RegressionReport, policy: GatePolicy, *, required_tasks: list
     for r in report.rows:
         if r.new:
             continue
+        if r.guard:
+            _guard(r, policy, ok, bad)
+            continue
         _old_task(r, report, policy, ok, bad, warn)
     _probes(report, policy, ok, bad)
     warnings = [f"warn {line}" for line in warn]
@@ -233,6 +240,38 @@ def _old_task(r: SuiteRow, report: RegressionReport, policy: GatePolicy, ok: lis
     n = pair.n if pair is not None else (len(a.correct) if a is not None and a.correct else r.n)
     if (w := split_warning(r, n, policy)) is not None:
         warn.append(w)
+
+
+def _guard(r: SuiteRow, policy: GatePolicy, ok: list[str], bad: list[str]) -> None:
+    """A guard may drop by at most its tolerance against the champion, and against the base when its base score is
+    known (so a lineage cannot lose a base ability a little at a time)."""
+    tol = r.tolerance if r.tolerance is not None else policy.guard_max_drop
+    base = f", base {r.base:.3f}" if r.base is not None else ""
+    line = f"guard '{r.task}': {r.champion:.3f} → {r.candidate:.3f} ({r.delta:+.3f}{base}, limit −{tol:.3f})"
+    worst = min(r.delta, r.candidate - r.base) if r.base is not None else r.delta
+    (bad if -worst > tol + 1e-12 else ok).append(line)
+
+
+def row_verdicts(report: RegressionReport, policy: GatePolicy) -> dict[str, bool]:
+    """Whether each row of ``report`` passes its own check of :func:`decide` (the same lines, the same tolerance and
+    significance test), for tables that show a pass/fail column beside the decision."""
+    out: dict[str, bool] = {}
+    for r in report.rows:
+        ok: list[str] = []
+        bad: list[str] = []
+        if r.new:
+            need = policy.min_gain or 0.0
+            out[r.task] = r.delta >= need - 1e-12
+            continue
+        if policy.max_drop is None:
+            out[r.task] = False
+            continue
+        if r.guard:
+            _guard(r, policy, ok, bad)
+        else:
+            _old_task(r, report, policy, ok, bad, [])
+        out[r.task] = not bad
+    return out
 
 
 def _probes(report: RegressionReport, policy: GatePolicy, ok: list[str], bad: list[str]) -> None:

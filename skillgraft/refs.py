@@ -94,6 +94,58 @@ class TrainingRecord(BaseModel):
     drift: DriftCurve | None = Field(None, description="the drift watch's curve, when one ran")
 
 
+class Rung(BaseModel):
+    """One candidate of the search: a learning rate, how far its delta was applied, and how it did."""
+
+    learning_rate: float
+    alpha: float
+    steps: int = Field(description="optimizer steps the rung ran (the drift watch may stop it early)")
+    learned: float = Field(description="score on the new task's selection slice (not trained on)")
+    worst_guard: float | None = Field(None, description="the largest drop of a guard or old task vs the champion")
+    checks: dict[str, float] = Field(default_factory=dict, description="each guard / old task: candidate − champion")
+    kl: float | None = None
+    number_mass_rise: float | None = None
+    passed: bool
+    why: list[str] = Field(default_factory=list, description="the checks it failed")
+    seconds: float = Field(description="training (first α of a rung) plus this evaluation")
+
+
+class SearchRecord(BaseModel):
+    learning_rates: list[float]
+    alphas: list[float]
+    steps: int
+    budget_s: float | None
+    selection_rows: int
+    rungs: list[Rung] = Field(default_factory=list)
+    skipped: list[float] = Field(default_factory=list, description="learning rates not tried: the budget ran out")
+    chosen: int | None = Field(None, description="index into rungs of the candidate kept")
+    reason: str = ""
+    seconds: float = 0.0
+
+    def markdown(self) -> str:
+        lines = [
+            f"Search: {len(self.rungs)} candidates from {len(self.rungs) and len({r.learning_rate for r in self.rungs})} "
+            f"training runs of {self.steps} steps (learning rates {', '.join(f'{lr:g}' for lr in self.learning_rates)}; "
+            f"α {', '.join(f'{a:g}' for a in self.alphas)}), {self.seconds:.0f} s"
+            + (f" of a {self.budget_s:.0f} s budget" if self.budget_s else "")
+            + f"; learned = score on {self.selection_rows} held-back new-task rows.",
+            "",
+            "| lr | α | steps | learned | worst guard/old Δ | KL | number-mass rise | checks | kept |",
+            "|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        ]
+        for i, r in enumerate(self.rungs):
+            worst = f"{r.worst_guard:+.3f}" if r.worst_guard is not None else "–"
+            kl = f"{r.kl:.3f}" if r.kl is not None else "–"
+            mass = f"{r.number_mass_rise:+.4f}" if r.number_mass_rise is not None else "–"
+            checks = "ok" if r.passed else "; ".join(r.why)
+            lines.append(f"| {r.learning_rate:g} | {r.alpha:g} | {r.steps} | {r.learned:.3f} | {worst} | {kl} | {mass} "
+                         f"| {checks} | {'**kept**' if i == self.chosen else ''} |")  # fmt: skip
+        if self.skipped:
+            lines.append(f"\nNot tried (budget spent): learning rates {', '.join(f'{lr:g}' for lr in self.skipped)}.")
+        lines.append(f"\n{self.reason}")
+        return "\n".join(lines)
+
+
 class Manifest(BaseModel):
     """Written last into a version folder; a version without a valid manifest does not exist for loading.
 
@@ -110,6 +162,7 @@ class Manifest(BaseModel):
     batches: list[BatchRef] = Field(default_factory=list)
     tasks: list[str] = Field(default_factory=list, description="every task this version is expected to know")
     training: TrainingRecord | None = None
+    search: SearchRecord | None = Field(None, description="every candidate of the search, when the fine-tune searched")
     files: dict[str, FileEntry] = Field(default_factory=dict)
     created_at: str = Field(default_factory=utcnow)
     created_by: str = ""

@@ -153,7 +153,8 @@ def untrained_batches(store: ObjectStore, model: str, task: str | None = None) -
     used = {(b.task, b.batch_id) for v in reg.versions() if v.status == "complete" and v.gated
             for b in reg.manifest(v.version).batches}  # fmt: skip
     intake = Intake(store)
-    tasks = [task] if task else intake.tasks()
+    guards = set(intake.guards())  # guard sets are scored, never trained on
+    tasks = [t for t in ([task] if task else intake.tasks()) if t not in guards]
     return [b for t in tasks for b in intake.batches(t) if (b.task, b.batch_id) not in used]
 
 
@@ -198,20 +199,45 @@ def train_candidate(store: ObjectStore, cfg: SkillgraftConfig, batches: list[Bat
     mix = mix_replay(train, old, 0.0 if bootstrap else cfg.replay, tcfg.seed)
     log.info("training %s on %d examples (%d new, %d replayed) with recipe %s", cfg.model, len(mix), len(train),
              len(mix) - len(train), recipe.kind)  # fmt: skip
-    watch = tcfg.drift_watch  # drift watch: probe on old-task prompts spread over every old task
-    spread = old[:: max(1, len(old) // watch.prompts)] if watch is not None else []
+    guards = [] if bootstrap else guard_tasks(store, cfg)
+    watch = tcfg.drift_watch  # drift watch: probe on old-task and guard prompts spread over every old task and guard
+    searching = not bootstrap and search_active(store, cfg)
+    if watch is not None or searching:
+        pool = old + [ex for g in guards if g.scorer is None for ex in g.examples]
+        wanted = watch.prompts if watch is not None else cfg.suite.probe_prompts
+        spread = pool[:: max(1, len(pool) // max(1, wanted))][:max(1, wanted)] if pool else []
+    else:
+        spread = []
     probe = [ex if isinstance(ex, ImageExample) else ex.prompt for ex in spread]  # image prompts keep their image
-    tuned = fine_tune(loaded.model, loaded.tokenizer, mix, recipe, tcfg, probe_prompts=probe, new_examples=train)
-    log.info("%s", tuned.selection.summary())
-    delta = extract_delta(parent_state, tuned.model.state_dict())
+    search_record = None
+    if searching:
+        from skillgraft import search as s
+
+        policy = gate_policy(store, cfg)
+        spec = intake.task_spec(new_tasks[0])
+        checks = suite_tasks(store, [t for t in known if t not in new_tasks], [], cfg.suite.max_eval_examples) + guards
+        model, search_record, record = s.run(
+            loaded.model, loaded.tokenizer, parent_state, train_examples=train, replay=old, checks=checks,
+            new_task=EvalTask(name=spec.name, metric=spec.metric, max_new_tokens=spec.max_new_tokens, examples=[]),
+            probe_prompts=probe, search=cfg.search, recipe=recipe, train_cfg=tcfg, replay_fraction=cfg.replay,
+            eval_batch_size=cfg.suite.eval_batch_size,
+            limits=s.Limits(max_drop=policy.max_drop, guard_max_drop=policy.guard_max_drop, max_kl=policy.max_kl,
+                            max_bias_increase=policy.max_bias_increase),
+        )  # fmt: skip
+        log.info("%s", search_record.reason)
+    else:
+        tuned = fine_tune(loaded.model, loaded.tokenizer, mix, recipe, tcfg, probe_prompts=probe, new_examples=train)
+        log.info("%s", tuned.selection.summary())
+        model, record = tuned.model, tuned.record
+    delta = extract_delta(parent_state, model.state_dict())
     info = reg.info()
     manifest = Manifest(
         model=cfg.model, version="pending", parent=parent, base=info.base, recipe=recipe.model_dump(mode="json"),
-        batches=batches, tasks=sorted(set(known) | set(new_tasks)), training=tuned.record,
+        batches=batches, tasks=sorted(set(known) | set(new_tasks)), training=record, search=search_record,
     )  # fmt: skip
     files = {DELTA_FILE: delta_to_bytes(delta, {"parent": label(parent), "recipe": recipe.kind})}
     ref = reg.create_version(files, manifest)
-    r = tuned.record
+    r = record
     return CandidateInfo(
         candidate=ref, parent=parent, champion_etag=etag, new_tasks=new_tasks, known_tasks=manifest.tasks,
         trainable_parameters=r.trainable_parameters, total_parameters=r.total_parameters, seconds=r.seconds,
@@ -237,20 +263,140 @@ def suite_tasks(store: ObjectStore, tasks: list[str], new_tasks: list[str], cap:
     return out
 
 
+PRETRAINED_DRIFT_LIMITS = {"max_kl": 0.5, "max_bias_increase": 0.05}
+"""Drift limits the gate applies on a pretrained base unless the config sets them (``null`` turns one off). Chosen on
+the Gemma 3 270M benchmark (benchmarks/results/recipes_gemma.md): every candidate there that kept all old skills had
+KL ≤ 0.31 nats and a number-mass rise ≤ 0.025; every one that lost a skill had KL ≥ 1.0 or a rise ≥ 0.08."""
+
+
+def unguarded_warning(store: ObjectStore, cfg: SkillgraftConfig) -> str | None:
+    """The loud warning for a pretrained base with no guard: nothing would stop a candidate that lost what it knew."""
+    from skillgraft.guards import read_guards
+
+    if not is_pretrained(store, cfg) or read_guards(store, cfg.model).guards:
+        return None
+    return (f"model {cfg.model!r} is a pretrained base with no guard: the regression suite checks only the tasks "
+            f"skillgraft taught it, so NOTHING protects what the base already knew (a candidate that forgot it all "
+            f"would pass). Add a held-out set of what it must keep: `skillgraft guard add NAME FILE...` (your "
+            f"prompt/answer rows) or `skillgraft guard add NAME --lm-eval arc_easy` (see README: Teaching a model "
+            f"you already use)")  # fmt: skip
+
+
+def search_active(store: ObjectStore, cfg: SkillgraftConfig) -> bool:
+    """Whether the fine-tune searches for its learning rate and strength (skillgraft.search)."""
+    from skillgraft.search import active
+
+    return active(cfg.search, set(cfg.train.model_fields_set), is_pretrained(store, cfg))
+
+
+def is_pretrained(store: ObjectStore, cfg: SkillgraftConfig) -> bool:
+    """A base that arrived knowing things (anything but the built-in demo model, which starts from random weights)."""
+    info = Registry(store, cfg.model).info()
+    return not (info.base.source if info is not None else cfg.base).startswith("builtin:")
+
+
+def gate_policy(store: ObjectStore, cfg: SkillgraftConfig):
+    """The policy the gate applies: the config's, with :data:`PRETRAINED_DRIFT_LIMITS` for a pretrained base where
+    the config does not set those limits itself."""
+    policy = cfg.gate
+    if not is_pretrained(store, cfg):
+        return policy
+    return policy.model_copy(update={k: v for k, v in PRETRAINED_DRIFT_LIMITS.items() if k not in policy.model_fields_set})
+
+
+def guard_tasks(store: ObjectStore, cfg: SkillgraftConfig) -> list[EvalTask]:
+    """One suite entry per guard of ``cfg.model`` (skillgraft.guards): data guards from the intake, lm-eval guards
+    scored through lm-eval itself."""
+    from skillgraft.guards import read_guards
+
+    intake = Intake(store)
+    cap = cfg.suite.max_eval_examples
+    out = []
+    for g in read_guards(store, cfg.model).guards:
+        if g.kind == "lm-eval":
+            out.append(EvalTask(name=g.name, metric=g.lm_eval.metric, max_new_tokens=0, examples=[], guard=True,
+                                tolerance=g.tolerance, scorer=_lm_eval_scorer(g, cfg)))  # fmt: skip
+            continue
+        spec = intake.task_spec(g.name)
+        examples = with_images(intake, g.name, intake.eval_set(g.name)[:cap] if cap else intake.eval_set(g.name))
+        out.append(EvalTask(name=g.name, metric=spec.metric, max_new_tokens=spec.max_new_tokens, examples=examples,
+                            guard=True, tolerance=g.tolerance))  # fmt: skip
+    return out
+
+
+def _lm_eval_scorer(g, cfg: SkillgraftConfig):
+    source = g.lm_eval
+
+    def scorer(model, tokenizer):
+        from skillgraft.lm_eval_guard import score
+
+        found = score(model, tokenizer, source.task, include_path=source.include_path, limit=source.limit,
+                      batch_size=min(cfg.suite.eval_batch_size, 16))  # fmt: skip
+        return found.model_copy(update={"task": g.name})
+
+    return scorer
+
+
+def _with_base_scores(store: ObjectStore, cfg: SkillgraftConfig, guards: list[EvalTask], parent: str | None) -> None:
+    """Fill each guard's score on the bare base, from the store's cache; scores the base on the ones missing (once:
+    a guard added after the first version). Nothing to do when the parent is the base itself."""
+    from skillgraft.guards import read_base_score, read_guards
+
+    if parent is None or not guards:
+        return
+    reg = Registry(store, cfg.model)
+    info = reg.info()
+    entries = {g.name: g for g in read_guards(store, cfg.model).guards}
+    missing = []
+    for t in guards:
+        found = read_base_score(store, cfg.model, entries[t.name], info.base.sha256)
+        if found is not None:
+            t.base = found.score
+        else:
+            missing.append(t)
+    if not missing:
+        return
+    base = load_version(reg, None)
+    base.model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    for t in missing:
+        got = t.scorer(base.model, base.tokenizer) if t.scorer else score_task(base.model, base.tokenizer, t, cfg.suite.eval_batch_size)
+        t.base = got.score
+        _remember_base(store, cfg, entries[t.name], got, info.base.sha256)
+
+
+def _remember_base(store: ObjectStore, cfg: SkillgraftConfig, entry, got, base_sha256: str) -> None:
+    from skillgraft.guards import BaseScore, content_sha256, write_base_score
+
+    write_base_score(store, cfg.model, BaseScore(guard=entry.name, base_sha256=base_sha256, metric=got.metric,
+                                                 content_sha256=content_sha256(store, entry), score=got.score, n=got.n))  # fmt: skip
+
+
 def evaluate_candidate(store: ObjectStore, cfg: SkillgraftConfig, cand: CandidateInfo) -> RegressionReport:
-    """Score the candidate and its parent (the champion it was trained from) on every task; store metrics.json."""
+    """Score the candidate and its parent (the champion it was trained from) on every task and every guard of the
+    model; store metrics.json."""
     reg = Registry(store, cfg.model)
     champion = load_version(reg, cand.parent)
     candidate = load_version(reg, cand.candidate.version)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     champion.model.to(device)
     candidate.model.to(device)
-    tasks = suite_tasks(store, cand.known_tasks, cand.new_tasks, cfg.suite.max_eval_examples)
+    guards = guard_tasks(store, cfg)
+    _with_base_scores(store, cfg, guards, cand.parent)
+    tasks = suite_tasks(store, cand.known_tasks, cand.new_tasks, cfg.suite.max_eval_examples) + guards
     report = run_suite(
         champion.model, candidate.model, candidate.tokenizer, tasks, champion_label=label(cand.parent),
         candidate_label=cand.candidate.version, probe_prompts=cfg.suite.probe_prompts,
         batch_size=cfg.suite.eval_batch_size,
     )  # fmt: skip
+    if cand.parent is None and guards:  # the champion is the bare base: its guard scores are the base's
+        from skillgraft.guards import read_guards
+
+        entries = {g.name: g for g in read_guards(store, cfg.model).guards}
+        for t in guards:
+            _remember_base(store, cfg, entries[t.name], report.champion_scores[t.name], reg.info().base.sha256)
+        for row in report.rows:
+            if row.guard:
+                row.base = row.champion
     reg.attach(cand.candidate.version, "metrics.json", report.model_dump_json(indent=2).encode())
     return report
 
@@ -259,7 +405,7 @@ def gate(store: ObjectStore, cfg: SkillgraftConfig, cand: CandidateInfo, report:
     """Apply the policy; the decision (with both version ids and the policy) is stored with the candidate."""
     reg = Registry(store, cfg.model)
     required = reg.manifest(cand.parent).tasks if cand.parent else []
-    decision = decide(report, cfg.gate, required_tasks=required)
+    decision = decide(report, gate_policy(store, cfg), required_tasks=required)
     reg.attach(cand.candidate.version, "decision.json", decision.model_dump_json(indent=2).encode())
     reg.attach(cand.candidate.version, "card.md", model_card(reg, cand, report, decision).encode())
     return decision
@@ -449,6 +595,8 @@ def model_card(reg: Registry, cand: CandidateInfo, report: RegressionReport, dec
             f"{t.dtype}, {t.seconds:.1f}s; trainable {t.trainable_parameters:,} of {t.total_parameters:,} parameters "
             f"({100 * t.trainable_parameters / max(1, t.total_parameters):.1f}%)"
         )
+    if m.search is not None:
+        lines += ["", "## Search", "", m.search.markdown()]
     lines += ["", "## Regression suite", "", report.markdown(), "", "## Decision", "", decision.markdown(), ""]
     return "\n".join(lines)
 

@@ -482,7 +482,7 @@ def fine_tune(
     for p in model.parameters():
         p.requires_grad_(False)
     record = TrainingRecord(
-        steps=cfg.steps,
+        steps=done,  # optimizer steps actually run (a drift watch may stop early)
         learning_rate=cfg.learning_rate,
         batch_size=cfg.batch_size,
         seed=cfg.seed,

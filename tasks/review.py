@@ -51,6 +51,45 @@ def loss_curve_png(losses: list[float], log_every: int, title: str) -> bytes:
     return buf.getvalue()
 
 
+def frontier_png(record, title: str) -> bytes:
+    """The search's learn-versus-forget frontier: each candidate's score on the held-back new-task rows against its
+    worst guard / old-task change, kept ones and failed ones marked, lines joining the α of each learning rate."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 3.6), dpi=100)
+    ax = fig.add_subplot()
+    for lr in dict.fromkeys(r.learning_rate for r in record.rungs):
+        rungs = [r for r in record.rungs if r.learning_rate == lr]
+        xs = [r.worst_guard if r.worst_guard is not None else 0.0 for r in rungs]
+        ax.plot(xs, [r.learned for r in rungs], marker="o", label=f"lr {lr:g}")
+        for r, x in zip(rungs, xs):
+            ax.annotate(f"α{r.alpha:g}", (x, r.learned), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            if not r.passed:
+                ax.scatter([x], [r.learned], marker="x", color="#dc2626", s=40, zorder=3)
+    if record.chosen is not None:
+        kept = record.rungs[record.chosen]
+        ax.scatter([kept.worst_guard or 0.0], [kept.learned], s=160, facecolors="none", edgecolors="#16a34a",
+                   linewidths=2, zorder=4, label="kept")  # fmt: skip
+    ax.axvline(0, color="#9ca3af", linewidth=0.8)
+    ax.set_xlabel("worst change on a guard or old task (candidate − champion)")
+    ax.set_ylabel("score on held-back new-task rows")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def search_markdown(version: str, record, image_url: str) -> str:
+    return "\n".join([f"# Search for {version}", "", f"![learn vs forget frontier of {version}]({image_url})", "",
+                      record.markdown(), ""])  # fmt: skip
+
+
 def data_url(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 

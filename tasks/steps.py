@@ -20,7 +20,7 @@ from skillgraft import steps
 from skillgraft.config import SkillgraftConfig
 from skillgraft.data import IngestResult, Intake
 from skillgraft.evaluate import RegressionReport
-from skillgraft.gate import Decision
+from skillgraft.gate import Decision, row_verdicts
 from skillgraft.refs import BatchRef
 from skillgraft.registry import Registry
 from tasks.storage import store_for
@@ -97,8 +97,16 @@ def accelerator_slot(step: str) -> Iterator[None]:
 
 
 @task(name="register-model", cache_policy=NO_CACHE, **_STORE_RETRIES)
-def register_model(cfg: SkillgraftConfig) -> None:
-    steps.ensure_model(store_for(cfg), cfg)
+def register_model(cfg: SkillgraftConfig) -> str | None:
+    """Register the model on its base (once); returns (and logs) the warning for a pretrained base with no guard."""
+    from prefect import get_run_logger
+
+    store = store_for(cfg)
+    steps.ensure_model(store, cfg)
+    warning = steps.unguarded_warning(store, cfg)
+    if warning:
+        get_run_logger().warning("%s", warning)
+    return warning
 
 
 @task(name="finish-interrupted", cache_policy=NO_CACHE, **_STORE_RETRIES)
@@ -142,6 +150,8 @@ def ingest(cfg: SkillgraftConfig, task_name: str | None) -> Ingested:
             DATA_REJECTED, resource=model_resource(cfg.model),
             payload={"task": r.task, "file": r.file, "batch_id": r.batch_id, "where": r.location, "problems": problems},
         )  # fmt: skip
+    guards = set(intake.guards())  # a guard file through the landing zone is accepted as a guard, never trained on
+    accepted = [b for b in accepted if b.task not in guards]
     waiting = [b for b in steps.untrained_batches(intake.store, cfg.model, task_name) if b not in accepted]
     for b in waiting:  # accepted earlier (by `skillgraft ingest`, or a run that was interrupted), never trained on
         rows.append({"file": f"tasks/{b.task}/batches/{b.batch_id}/", "task": b.task, "rule": "(outcome)",
@@ -169,6 +179,12 @@ def fine_tune(cfg: SkillgraftConfig, batches: list[BatchRef], bootstrap: bool) -
         description=f"{cand.candidate.version}: {cand.recipe}, {cand.trainable_parameters:,} trainable, "
         f"{cand.seconds:.1f} s on {cand.device}",
     )  # fmt: skip
+    record = Registry(store_for(cfg), cfg.model).manifest(cand.candidate.version).search
+    if record is not None and record.rungs:
+        png = review.frontier_png(record, f"{cfg.model} {cand.candidate.version}: search candidates")
+        create_markdown_artifact(review.search_markdown(cand.candidate.version, record, review.data_url(png)),
+                                 key=artifact_key(cfg.model, "search"),
+                                 description=f"{len(record.rungs)} candidates; {record.reason}"[:200])  # fmt: skip
     emit_event(
         CANDIDATE_TRAINED, resource=model_resource(cfg.model),
         payload={"version": cand.candidate.version, "parent": cand.parent, "recipe": cand.recipe, "tasks": cand.new_tasks},
@@ -180,12 +196,12 @@ def fine_tune(cfg: SkillgraftConfig, batches: list[BatchRef], bootstrap: bool) -
 def regression_suite(cfg: SkillgraftConfig, cand: steps.CandidateInfo) -> RegressionReport:
     with accelerator_slot("regression-suite"):
         report = steps.evaluate_candidate(store_for(cfg), cfg, cand)
-    limit = cfg.gate.max_drop
+    verdicts = row_verdicts(report, steps.gate_policy(store_for(cfg), cfg))  # the gate's own per-row checks
     table = [
         {
-            "task": r.task, "kind": "new" if r.new else "old", "n": r.n, "champion": round(r.champion, 4),
+            "task": r.task, "kind": r.kind, "n": r.n, "champion": round(r.champion, 4),
             "candidate": round(r.candidate, 4), "delta": round(r.delta, 4),
-            "pass": (r.delta >= (cfg.gate.min_gain or 0)) if r.new else (limit is not None and -r.delta <= limit),
+            "base": round(r.base, 4) if r.base is not None else None, "pass": verdicts[r.task],
         }
         for r in report.rows
     ]  # fmt: skip
@@ -202,7 +218,9 @@ def gate(cfg: SkillgraftConfig, cand: steps.CandidateInfo, report: RegressionRep
     decision = steps.gate(store, cfg, cand, report)
     version = cand.candidate.version
     where = steps.version_location(store, cfg.model, version)
-    policy = f"now min_gain {cfg.gate.min_gain}, max_drop {cfg.gate.max_drop}"
+    p = steps.gate_policy(store, cfg)
+    policy = (f"now min_gain {p.min_gain}, max_drop {p.max_drop}, guard_max_drop {p.guard_max_drop}, max_kl {p.max_kl}, "
+              f"max_bias_increase {p.max_bias_increase}")  # fmt: skip
     create_markdown_artifact(review.decision_markdown(decision, report, where, policy),
                              key=artifact_key(cfg.model, "decision"),
                              description=f"{decision.verdict} {version} (champion {decision.champion})")  # fmt: skip

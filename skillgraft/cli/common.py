@@ -105,12 +105,13 @@ def print_outcome(outcome) -> None:
             table.add_column(col, justify="right" if col not in ("task", "kind") else "left")
         for row in r.rows:
             color = "green" if row.delta >= 0 else "red"
-            table.add_row(row.task, "new" if row.new else "old", str(row.n), f"{row.champion:.3f}",
+            table.add_row(row.task, row.kind, str(row.n), f"{row.champion:.3f}",
                           f"{row.candidate:.3f}", f"[{color}]{row.delta:+.3f}[/]")  # fmt: skip
         console.print(table)
         if r.probe is not None:
-            console.print(f"bias probe (number-token mass on old-task prompts): champion {r.probe.champion:.4f} → "
-                          f"candidate {r.probe.candidate:.4f} ({r.probe.delta:+.4f})")  # fmt: skip
+            kl = f"; KL {r.probe.kl:.4f} nats" if r.probe.kl is not None else ""
+            console.print(f"drift probes on {r.probe.prompts} old-task and guard prompts: number-token mass champion "
+                          f"{r.probe.champion:.4f} → candidate {r.probe.candidate:.4f} ({r.probe.delta:+.4f}){kl}")  # fmt: skip
     if outcome.decision is not None:
         d = outcome.decision
         console.print(f"[bold]decision: {d.verdict.upper()}[/] ({d.candidate} vs {d.champion})")

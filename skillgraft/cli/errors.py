@@ -57,8 +57,10 @@ def describe(e: BaseException) -> tuple[str, int]:
     from skillgraft.registry import BaseMismatch, RegistryError
     from skillgraft.store.base import StoreError
 
+    from skillgraft.guards import GuardError
+
     e = _unwrap(e)
-    if isinstance(e, (ConfigError, InvalidName, TaskSpecError, DataError, ImageProblem)):
+    if isinstance(e, (ConfigError, InvalidName, TaskSpecError, DataError, ImageProblem, GuardError)):
         return str(e), EXIT_INPUT
     if isinstance(e, BaseMismatch):
         return str(e), EXIT_INPUT
@@ -109,6 +111,8 @@ def _model_error(e: BaseException) -> str | None:
     from skillgraft.models.load import ModelSourceError
     from skillgraft.recipes import RecipeError
 
+    if type(e).__name__ == "LmEvalError":
+        return f"lm-eval: {_sentence(e)}"
     if isinstance(e, ModelSourceError):
         return f"base model: {_sentence(e)} Nothing was trained."
     if isinstance(e, RecipeError):

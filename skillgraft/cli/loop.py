@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from skillgraft.cli.common import ConfigOpt, ModelOpt, StoreOpt, console, fail, load_cfg, prefect_env, print_outcome
+from skillgraft.cli.common import ConfigOpt, ModelOpt, StoreOpt, console, err, fail, load_cfg, prefect_env, print_outcome
 
 app = typer.Typer()
 
@@ -79,6 +79,10 @@ def run(
     from skillgraft.store import open_store
 
     check_base(open_store(cfg.store), cfg)  # a registered model asked for another base: stop before submitting
+    from skillgraft.steps import unguarded_warning
+
+    if warning := unguarded_warning(open_store(cfg.store), cfg):
+        err.print(f"[bold yellow]WARNING:[/] {warning}")
     intake = open_intake(cfg, task, spec)
     submit_files(intake, task, files)
     from flows.retrain import retrain

@@ -421,7 +421,7 @@ class Intake:
     def _validate(
         self, spec: TaskSpec, file: str, data: bytes, batch_id: str, read_image=None, blobs: dict[str, bytes] | None = None
     ) -> tuple[ValidationReport, list[Record], list[Side]]:
-        seen_eval, seen_train = self._seen_keys(spec.name)  # store errors propagate: the file stays landed
+        seen_eval, seen_train = self._leak_keys(spec)  # store errors propagate: the file stays landed
         try:
             records = read_records(data, file, answer_type=spec.answer_type)
             if any(r.example.image is not None for r in records):
@@ -431,7 +431,8 @@ class Intake:
                 except ImageError as e:
                     report = parse_failure_report(e, batch_id=batch_id, task=spec.name)
                     return report.model_copy(update={"rows": len(records)}), [], []
-            sides = assign_sides([r.example for r in records], spec.eval_fraction)
+            sides = (["eval"] * len(records) if spec.role == "guard"  # a guard is held out whole
+                     else assign_sides([r.example for r in records], spec.eval_fraction))  # fmt: skip
             report = validate_records(
                 records, sides, spec, file=file, batch_id=batch_id, existing_eval=seen_eval, existing_train=seen_train
             )
@@ -444,6 +445,32 @@ class Intake:
             )
             return rejection_report("internal_error", message, file=file, batch_id=batch_id, task=spec.name), [], []
         return report, records, sides
+
+    def _leak_keys(self, spec: TaskSpec) -> tuple[dict[str, str], dict[str, str]]:
+        """What a new batch of ``spec`` must not repeat: (prompts held out for evaluation, prompts trained on).
+
+        A task's batch: its own earlier eval prompts, and every guard's prompts (a training row that repeats a guard
+        prompt would teach the model the answers it is checked on). A guard's batch: its own earlier prompts, and
+        every task's training prompts (a guard must not hold what was already trained on).
+        """
+        own_eval, own_train = self._seen_keys(spec.name)
+        others = [t for t in self.tasks() if t != spec.name]
+        roles = {t: self.task_spec(t).role for t in others}
+        if spec.role == "guard":
+            trained = dict(own_train)
+            for t in (t for t in others if roles[t] == "task"):
+                for key, batch in self._seen_keys(t)[1].items():
+                    trained.setdefault(key, f"{batch} of task {t!r}")
+            return own_eval, trained
+        held = dict(own_eval)
+        for g in (t for t in others if roles[t] == "guard"):
+            for key, batch in self._seen_keys(g)[0].items():
+                held.setdefault(key, f"{batch} of guard {g!r}")
+        return held, own_train
+
+    def guards(self) -> list[str]:
+        """Registered guard sets (task specs with ``role: guard``)."""
+        return [t for t in self.tasks() if self.task_spec(t).role == "guard"]
 
     def _seen_keys(self, task: str) -> tuple[dict[str, str], dict[str, str]]:
         """Keys of every example in the task's accepted eval / train splits -> the batch holding it."""

@@ -35,6 +35,12 @@ class TaskSpec(BaseModel):
 
     name: str = Field(description="task name; becomes the folder tasks/<name>/ (a-z, 0-9, '_', '.', '-')")
     description: str = ""
+    role: Literal["task", "guard"] = Field(
+        "task",
+        description="task: data to teach (split into train and eval); guard: a held-out set a model must not get "
+        "worse on — every row is eval, never trained on or replayed, and no training row of any task may repeat "
+        "one of its prompts (see `skillgraft guard add`)",
+    )
     answer_type: Literal["text", "label", "number"] = Field(
         "text", description="text: free text; label: one of `labels`; number: a decimal number such as 42 or -3.5"
     )

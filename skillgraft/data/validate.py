@@ -502,8 +502,9 @@ class _Problems:
         if rule == "leakage":
             batch = existing_eval.get(value) if isinstance(existing_eval, Mapping) else None
             where = f"batch {batch}" if batch else "an earlier batch"
+            where += "" if batch and " of guard " in batch else f" of task {spec.name!r}"
             return (
-                f"prompt is already held out for evaluation in {where} of task {spec.name!r}: remove it "
+                f"prompt is already held out for evaluation in {where}: remove it "
                 "(training on it would leak the eval set)"
             )
         return f"field {column!r} breaks rule {rule!r}"

@@ -1,0 +1,157 @@
+"""Guard suites: held-out evaluation sets a model must not get worse on — what protects a pretrained base's abilities.
+
+A pretrained base arrives with none of its abilities registered as tasks, so the regression suite alone can only
+protect what skillgraft itself taught. A *guard* is a set the model is scored on in every regression suite, champion
+against candidate (and against the base), and that the gate protects with its own tolerance. It is never trained on
+and never replayed, and no training row of any task may repeat one of its prompts (the intake refuses it both ways).
+
+Kinds, one entry each in ``models/<model>/guards.json`` (the model's list, changed by conditional writes):
+
+* ``data``: the user's own prompt/answer files, landed through the same intake as task data (GX-validated,
+  quarantined when bad, content-hashed): a task spec with ``role: guard``, every row held out for evaluation.
+* ``lm-eval``: a task of lm-evaluation-harness, by name or from a local task YAML, scored on the in-memory model
+  through lm-eval's own Hugging Face wrapper and metrics (:mod:`skillgraft.lm_eval_guard`; the ``lm-eval`` extra).
+
+Guard prompts (of ``data`` guards) also feed the drift probes, so number-token mass and KL are measured from the first
+run on a pretrained base. Base scores are computed once per guard and base and kept under ``models/<model>/guards/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from skillgraft.names import check_name
+from skillgraft.refs import utcnow
+from skillgraft.store import KeyNotFound, ObjectStore
+
+GUARD_TOLERANCE = 0.02
+"""Default largest drop a guard may show against the champion or the base: 2 points of its metric."""
+
+
+class GuardError(ValueError):
+    """A guard that cannot be added, found or removed; the message says why and what to do."""
+
+
+class LmEvalSource(BaseModel):
+    task: str
+    include_path: str | None = Field(None, description="a local task YAML (file or folder) instead of a registered task")
+    limit: int | None = Field(None, ge=1, description="score the first N documents only")
+    metric: str = Field(description="the primary metric lm-eval reports for the task (e.g. acc)")
+    config_sha256: str = Field(description="hash of the task's config when it was added: a changed task is refused")
+
+
+class GuardEntry(BaseModel):
+    name: str
+    kind: Literal["data", "lm-eval"]
+    tolerance: float | None = Field(None, ge=0, le=1, description="own tolerance; None: gate.guard_max_drop")
+    lm_eval: LmEvalSource | None = None
+    added_at: str = Field(default_factory=utcnow)
+    added_by: str = ""
+
+
+class GuardList(BaseModel):
+    guards: list[GuardEntry] = Field(default_factory=list)
+
+    def get(self, name: str) -> GuardEntry | None:
+        return next((g for g in self.guards if g.name == name), None)
+
+
+def _key(model: str) -> str:
+    return f"models/{check_name('model', model)}/guards.json"
+
+
+def read_guards(store: ObjectStore, model: str) -> GuardList:
+    try:
+        return GuardList.model_validate_json(store.get(_key(model)))
+    except KeyNotFound:
+        return GuardList()
+
+
+def _update(store: ObjectStore, model: str, change) -> GuardList:
+    """Apply ``change`` (GuardList -> GuardList) with a conditional write, retrying when another writer won."""
+    for _ in range(20):
+        try:
+            raw, etag = store.get_with_etag(_key(model))
+            current: GuardList = GuardList.model_validate_json(raw)
+        except KeyNotFound:
+            current, etag = GuardList(), None
+        new = change(current)
+        if store.replace_if(_key(model), new.model_dump_json(indent=2).encode(), etag):
+            return new
+    raise GuardError(f"{_key(model)} kept changing under concurrent writers; try again")
+
+
+def add_guard(store: ObjectStore, model: str, entry: GuardEntry) -> GuardList:
+    check_name("guard", entry.name)
+
+    def change(current: GuardList) -> GuardList:
+        existing = current.get(entry.name)
+        if existing is not None:
+            same = existing.model_dump(exclude={"added_at", "added_by"}) == entry.model_dump(exclude={"added_at", "added_by"})
+            if same:
+                return current
+            raise GuardError(f"model {model!r} already has a guard {entry.name!r} ({existing.kind}); remove it first "
+                             f"(`skillgraft guard remove {entry.name}`) or use another name")  # fmt: skip
+        return GuardList(guards=[*current.guards, entry])
+
+    return _update(store, model, change)
+
+
+def remove_guard(store: ObjectStore, model: str, name: str) -> GuardList:
+    def change(current: GuardList) -> GuardList:
+        if current.get(name) is None:
+            known = ", ".join(g.name for g in current.guards) or "none"
+            raise GuardError(f"model {model!r} has no guard {name!r} (guards: {known})")
+        return GuardList(guards=[g for g in current.guards if g.name != name])
+
+    return _update(store, model, change)
+
+
+# --- base scores, computed once per guard content and base -----------------------------------------------------------
+
+
+class BaseScore(BaseModel):
+    guard: str
+    base_sha256: str
+    content_sha256: str
+    metric: str
+    score: float
+    n: int
+
+
+def content_sha256(store: ObjectStore, guard: GuardEntry) -> str:
+    """What the guard scores: its accepted batches (data) or its lm-eval source (task, limit, config hash)."""
+    if guard.kind == "lm-eval":
+        assert guard.lm_eval is not None
+        return hashlib.sha256(guard.lm_eval.model_dump_json().encode()).hexdigest()
+    from skillgraft.data import Intake
+
+    ids = sorted(b.batch_id for b in Intake(store).batches(guard.name))
+    return hashlib.sha256(json.dumps(ids).encode()).hexdigest()
+
+
+def _base_key(model: str, guard: str) -> str:
+    return f"models/{model}/guards/{guard}/base-{{}}.json"
+
+
+def read_base_score(store: ObjectStore, model: str, guard: GuardEntry, base_sha256: str) -> BaseScore | None:
+    content = content_sha256(store, guard)
+    key = _base_key(model, guard.name).format(content[:16])
+    try:
+        found = BaseScore.model_validate_json(store.get(key))
+    except KeyNotFound:
+        return None
+    return found if found.base_sha256 == base_sha256 and found.content_sha256 == content else None
+
+
+def write_base_score(store: ObjectStore, model: str, score: BaseScore) -> None:
+    key = _base_key(model, score.guard).format(score.content_sha256[:16])
+    if not store.exists(key):
+        try:
+            store.put_new(key, score.model_dump_json(indent=2).encode())
+        except Exception:  # noqa: BLE001 - written concurrently by another run: the same scores
+            pass

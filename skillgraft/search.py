@@ -1,0 +1,239 @@
+"""Training that does not need tuning: a budgeted search for the strongest candidate that keeps what the model knows.
+
+The defaults that suit the 0.3M-parameter demo model (lr 5e-4) wipe out a pretrained model, and the right learning
+rate moves with the model, the recipe and the data. So on a pretrained base (unless the config sets
+``train.learning_rate`` or ``train.steps``, or ``search.mode`` says otherwise) the fine-tune step runs a short search:
+
+1. **Ladder**: train from the champion once per learning rate in ``search.learning_rates`` (``search.steps`` steps
+   each), with the drift watch on against the gate's KL limit, on the new data minus a held-back *selection* slice.
+2. **Interpolation** (WiSE-FT): versions are deltas, so the champion plus ``α ×`` a rung's delta, for each α in
+   ``search.alphas``, is one more candidate that costs one evaluation, not a training run.
+3. **Choice**: each candidate is scored on the selection slice of the new task (how much it learned: data it was not
+   trained on and the gate does not use) and checked against every guard, every old task and the drift limits,
+   champion against candidate, with the gate's own tolerances. The candidate that learns the most while every check
+   holds is kept; if none holds, the one that drifted least is kept (and the gate will reject it, naming the guard
+   or the drift value).
+
+Bounded: ``search.budget_s`` of wall-clock time (a rung not started in time is skipped; the evaluations of a rung
+already trained still run), and every candidate's result goes into the version's manifest (``search``), its model
+card, and a UI artifact with the learn-versus-forget frontier drawn as a plot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from skillgraft.refs import Rung, SearchRecord
+
+log = logging.getLogger(__name__)
+
+
+class SearchConfig(BaseModel):
+    """How the fine-tune step picks its learning rate and strength (see the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["auto", "on", "off"] = Field(
+        "auto", description="auto: on for a pretrained base unless train.learning_rate or train.steps is set"
+    )
+    learning_rates: list[float] = Field([5e-5, 2e-5, 5e-6], min_length=1, description="the ladder, tried in order")
+    steps: int = Field(60, ge=1, description="optimizer steps per rung")
+    alphas: list[float] = Field([1.0, 0.5, 0.25], min_length=1, description="delta scales tried per rung, in (0, 1]")
+    budget_s: float | None = Field(1500, gt=0, description="wall-clock seconds for the whole search; None: no limit")
+    selection_fraction: float = Field(0.2, gt=0, lt=1, description="new-task training rows held back to score rungs")
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, v):
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v  # YAML reads on/off as booleans
+
+    @field_validator("learning_rates")
+    @classmethod
+    def _positive(cls, v: list[float]) -> list[float]:
+        if any(lr <= 0 for lr in v):
+            raise ValueError("learning rates must be > 0")
+        return v
+
+    @field_validator("alphas")
+    @classmethod
+    def _alphas(cls, v: list[float]) -> list[float]:
+        if any(not 0 < a <= 1 for a in v):
+            raise ValueError("every alpha must be in (0, 1]: 1 is the rung itself, 0.5 half its delta")
+        return v
+
+
+def active(search: SearchConfig, train_fields_set: set[str], pretrained: bool) -> bool:
+    """Whether the fine-tune searches: ``on``; or ``auto`` on a pretrained base whose config leaves learning rate and
+    steps to skillgraft (a user who sets them gets exactly those)."""
+    if search.mode != "auto":
+        return search.mode == "on"
+    return pretrained and not ({"learning_rate", "steps"} & train_fields_set)
+
+
+def selection_split(examples: Sequence, fraction: float) -> tuple[list, list]:
+    """(train, selection): a stable, hash-based share of the new task's training rows held back from the search's
+    training to score its candidates (at least 2 held back and 2 kept when there are 4 or more)."""
+    def h(ex) -> float:  # salted: the intake's eval split is itself a prompt-hash split, so its train side would
+        # hold no prompt below the same unsalted threshold
+        return int(hashlib.sha256(b"skillgraft-search:" + ex.prompt.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+    held = [ex for ex in examples if h(ex) < fraction]
+    if len(examples) >= 4 and len(held) < 2:
+        held = sorted(examples, key=h)[:2]
+    if len(examples) - len(held) < 2:
+        held = held[: max(0, len(examples) - 2)]
+    ids = {id(ex) for ex in held}
+    return [ex for ex in examples if id(ex) not in ids], held
+
+
+class Limits(BaseModel):
+    """The gate's tolerances the search checks each candidate against (from the effective GatePolicy)."""
+
+    max_drop: float | None
+    guard_max_drop: float
+    max_kl: float | None
+    max_bias_increase: float | None
+
+
+def run(
+    model, tokenizer, parent_state: dict[str, torch.Tensor], *, train_examples: Sequence, replay: Sequence,
+    checks: Sequence, new_task, probe_prompts: Sequence, limits: Limits, search: SearchConfig, recipe, train_cfg,
+    replay_fraction: float, eval_batch_size: int,
+) -> tuple[object, SearchRecord, object]:  # fmt: skip
+    """Run the search on ``model`` (holding the champion's weights, ``parent_state``); return the model holding the
+    chosen candidate's weights, the record, and the chosen rung's TrainingRecord.
+
+    ``checks``: EvalTasks whose score may not drop (guards — ``guard=True`` — against ``guard_max_drop`` or their own
+    tolerance; old tasks against ``max_drop``). ``new_task``: an EvalTask (metric, decoding budget) whose examples are
+    replaced by the selection slice. ``probe_prompts``: prompts for KL and number mass against the champion.
+    """
+    from skillgraft.evaluate import EvalTask, score_task
+    from skillgraft.probe import mean_kl, number_token_ids, reference
+    from skillgraft.train import DriftWatch, fine_tune, mix_replay
+    from skillgraft.vision import text_tokenizer
+
+    started = time.perf_counter()
+    train_part, selection = selection_split(list(train_examples), search.selection_fraction)
+    record = SearchRecord(learning_rates=search.learning_rates, alphas=search.alphas, steps=search.steps,
+                          budget_s=search.budget_s, selection_rows=len(selection))  # fmt: skip
+    sel_task = EvalTask(name=new_task.name, metric=new_task.metric, max_new_tokens=new_task.max_new_tokens,
+                        examples=selection, new=True)  # fmt: skip
+    mix = mix_replay(train_part, list(replay), replay_fraction, train_cfg.seed)
+
+    def score(t):
+        return t.scorer(model, tokenizer) if t.scorer is not None else score_task(model, tokenizer, t, eval_batch_size)
+
+    model.eval()
+    before = {t.name: score(t).score for t in checks}
+    number = {"number": number_token_ids(text_tokenizer(tokenizer))}
+    ref = reference(model, tokenizer, probe_prompts, token_sets=number, batch_size=eval_batch_size) if probe_prompts else None
+    start_learned = score(sel_task).score if selection else 0.0
+    log.info("search: champion scores %.3f on %d held-back new-task rows", start_learned, len(selection))
+
+    def evaluate(lr: float, alpha: float, steps: int, seconds0: float) -> Rung:
+        t0 = time.perf_counter()
+        learned = score(sel_task).score if selection else 0.0
+        deltas, why = {}, []
+        for t in checks:
+            d = score(t).score - before[t.name]
+            deltas[t.name] = round(d, 6)
+            tol = (t.tolerance if t.tolerance is not None else limits.guard_max_drop) if t.guard else limits.max_drop
+            if tol is not None and -d > tol + 1e-12:
+                why.append(f"{'guard' if t.guard else 'old task'} {t.name} {d:+.3f} (limit −{tol:g})")
+        kl = mass_rise = None
+        if ref is not None:
+            kl = mean_kl(ref, model)
+            from skillgraft.probe import greedy_mass
+
+            mass_rise = greedy_mass(model, tokenizer, probe_prompts, number, 4, eval_batch_size)["number"] - ref.masses["number"]
+            if limits.max_kl is not None and kl > limits.max_kl + 1e-12:
+                why.append(f"KL {kl:.3f} (limit {limits.max_kl:g})")
+            if limits.max_bias_increase is not None and mass_rise > limits.max_bias_increase + 1e-12:
+                why.append(f"number mass {mass_rise:+.4f} (limit {limits.max_bias_increase:g})")
+        worst = min(deltas.values()) if deltas else None
+        return Rung(learning_rate=lr, alpha=alpha, steps=steps, learned=learned, worst_guard=worst, checks=deltas,
+                    kl=kl, number_mass_rise=mass_rise, passed=not why, why=why,
+                    seconds=round(seconds0 + time.perf_counter() - t0, 2))  # fmt: skip
+
+    watch = DriftWatch(metric="kl", budget=limits.max_kl, every=max(1, search.steps // 6),
+                       prompts=min(32, len(probe_prompts))) if limits.max_kl is not None and probe_prompts else None  # fmt: skip
+    best_state: dict[str, torch.Tensor] | None = None
+    for lr in search.learning_rates:
+        if record.rungs and search.budget_s is not None and time.perf_counter() - started > search.budget_s:
+            record.skipped.append(lr)
+            continue
+        model.load_state_dict(parent_state)
+        cfg = train_cfg.model_copy(update={"learning_rate": lr, "steps": search.steps, "drift_watch": watch})
+        t0 = time.perf_counter()
+        tuned = fine_tune(model, tokenizer, mix, recipe, cfg, probe_prompts=probe_prompts, new_examples=train_part)
+        model = tuned.model
+        trained = time.perf_counter() - t0
+        state = model.state_dict()
+        delta = {k: (state[k].detach() - parent_state[k]).clone() for k in tuned.selection.trainable if k in state
+                 and not torch.equal(state[k], parent_state[k])}  # fmt: skip
+        for i, alpha in enumerate(sorted(search.alphas, reverse=True)):
+            with torch.no_grad():
+                for k, d in delta.items():
+                    state[k].copy_(parent_state[k] + alpha * d)
+            rung = evaluate(lr, alpha, tuned.record.steps, trained if i == 0 else 0.0)
+            rung_record = tuned.record
+            record.rungs.append(rung)
+            log.info("search: lr %g α %g: learned %.3f, worst %s, KL %s → %s", lr, alpha, rung.learned,
+                     rung.worst_guard, rung.kl, "ok" if rung.passed else "; ".join(rung.why))  # fmt: skip
+            if _better(rung, record):
+                record.chosen = len(record.rungs) - 1
+                best_state = {k: state[k].detach().clone() for k in delta}
+                best_training = rung_record
+    if record.chosen is None:  # nothing passed: keep the candidate that drifted least (the gate will say why)
+        i = min(range(len(record.rungs)), key=lambda j: (record.rungs[j].kl or 0.0, -(record.rungs[j].worst_guard or 0.0)))
+        record.chosen = i
+        rung = record.rungs[i]
+        record.reason = (f"no candidate kept every guard, old task and drift limit; kept the one that drifted least "
+                         f"(lr {rung.learning_rate:g}, α {rung.alpha:g}: {'; '.join(rung.why)}): the gate decides")  # fmt: skip
+        model, best_training = _rebuild(model, tokenizer, parent_state, mix, train_part, recipe, train_cfg, watch,
+                                        probe_prompts, rung, search)  # fmt: skip
+    else:
+        rung = record.rungs[record.chosen]
+        record.reason = (f"kept lr {rung.learning_rate:g}, α {rung.alpha:g}: learned {rung.learned:.3f} on the held-back "
+                         f"rows (champion {start_learned:.3f}) with every check within its limit")  # fmt: skip
+        model.load_state_dict(parent_state)
+        with torch.no_grad():
+            sd = model.state_dict()
+            for k, v in (best_state or {}).items():
+                sd[k].copy_(v)
+    record.seconds = round(time.perf_counter() - started, 1)
+    training = best_training.model_copy(update={"learning_rate": rung.learning_rate})
+    return model, record, training
+
+
+def _better(rung: Rung, record: SearchRecord) -> bool:
+    if not rung.passed:
+        return False
+    if record.chosen is None:
+        return True
+    best = record.rungs[record.chosen]
+    return (rung.learned, rung.alpha) > (best.learned, best.alpha)
+
+
+def _rebuild(model, tokenizer, parent_state, mix, train_part, recipe, train_cfg, watch, probe_prompts, rung: Rung,
+             search: SearchConfig):  # fmt: skip
+    """Train the chosen rung again (same seed: the same weights) and apply its α: the one failed candidate kept."""
+    from skillgraft.train import fine_tune
+
+    model.load_state_dict(parent_state)
+    cfg = train_cfg.model_copy(update={"learning_rate": rung.learning_rate, "steps": search.steps, "drift_watch": watch})
+    tuned = fine_tune(model, tokenizer, mix, recipe, cfg, probe_prompts=probe_prompts, new_examples=train_part)
+    model = tuned.model
+    with torch.no_grad():
+        sd = model.state_dict()
+        for k in tuned.selection.trainable:
+            if k in sd:
+                sd[k].copy_(parent_state[k] + rung.alpha * (sd[k] - parent_state[k]))
+    return model, tuned.record
