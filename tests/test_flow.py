@@ -85,7 +85,7 @@ def test_bootstrap_run_teaches_the_old_tasks_and_promotes_v1(bootstrapped):
     assert all(r.new and r.champion < 0.2 < r.candidate for r in outcome.report.rows)
     reg = Registry(LocalStore(store_dir), "demo")
     assert reg.champion().version == "v1"
-    assert [h.action for h in reg.history()] == ["promote"]
+    assert [h.action for h in reg.history()] == ["promote", "post-check-passed"]
     arts = artifacts_of(run_id)
     assert {"demo-data-validation", "demo-training", "demo-regression", "demo-decision"} <= set(arts)
     table = json.loads(arts["demo-regression"].data)
@@ -124,7 +124,7 @@ def test_promoted_candidate_becomes_champion_then_rollback_is_recorded(bootstrap
     assert "count" in reg.manifest(new).tasks
     pointer = reg.rollback(reason="test: back to v1")
     assert pointer.version == "v1"
-    assert [h.action for h in reg.history()][-2:] == ["promote", "rollback"]
+    assert [h.action for h in reg.history()][-3:] == ["promote", "post-check-passed", "rollback"]
 
 
 def test_corrupted_champion_fails_the_post_promotion_check_and_is_rolled_back(bootstrapped, monkeypatch):
@@ -150,7 +150,7 @@ def test_corrupted_champion_fails_the_post_promotion_check_and_is_rolled_back(bo
     assert any("could not be loaded back" in n for n in outcome.notes)
     reg = Registry(store, "demo")
     assert reg.champion().version == before
-    assert [h.action for h in reg.history()][-2:] == ["promote", "rollback"]
+    assert [h.action for h in reg.history()][-3:] == ["promote", "post-check-failed", "rollback"]
     assert "post-promotion check" in reg.history()[-1].reason
     assert "demo-rollback" in artifacts_of(run_id)
 
