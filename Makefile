@@ -11,7 +11,7 @@ export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-# Versions known to resolve together on a CPU-only Python 3.11 machine (see docs/INSTALL.md).
+# Versions known to resolve together on a CPU-only Python 3.11 machine (pyproject.toml keeps the ranges open).
 PINS := prefect==3.8.8 fastapi==0.150.0 "sqlalchemy<2.1" boto3==1.43.117 s3fs==2026.9.0 prefect-aws==0.7.12
 
 .PHONY: install demo test test-all bench clean
