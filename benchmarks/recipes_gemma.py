@@ -145,10 +145,10 @@ def memoise_base() -> None:
     """Load the base once per process; every later load gets a deep copy (load_base still verifies its sha256)."""
     original, cache = steps.resolve_base, {}
 
-    def resolve(source, gguf_file=None, trust_remote_code=False):
-        key = (source, gguf_file, trust_remote_code)
+    def resolve(source, gguf_file=None, trust_remote_code=False, **kwargs):
+        key = (source, gguf_file, trust_remote_code, tuple(sorted(kwargs.items())))
         if key not in cache:
-            cache[key] = original(source, gguf_file, trust_remote_code)
+            cache[key] = original(source, gguf_file, trust_remote_code, **kwargs)
         return copy.deepcopy(cache[key])
 
     steps.resolve_base = resolve

@@ -50,13 +50,17 @@ def retrain(
     config: str | None = None,
     bootstrap: bool = False,
     base: str | None = None,
+    revision: str | None = None,
+    snapshot_base: bool | None = None,
 ) -> RetrainOutcome:
     """Teach ``model`` the data waiting in its landing zone (``task``: only that task) without forgetting the rest.
 
     ``base`` (like ``base:`` in the config) registers a new model on that base; for a registered model it must be
-    the base it was registered on, else the run stops before anything is read or trained.
+    the base it was registered on, else the run stops before anything is read or trained. ``revision`` pins a hub
+    base; ``snapshot_base`` copies a new model's base weights into the store.
     """
-    cfg = load_config(config, store=store, model=model, recipe=recipe, base=base)
+    cfg = load_config(config, store=store, model=model, recipe=recipe, base=base, revision=revision,
+                      snapshot_base=snapshot_base)  # fmt: skip
     task = task or None  # "" (a form, a shell variable) means every task, like None
     outcome = teach(cfg, task, bootstrap)
     review.rename_flow_run(review.run_name(cfg.model, task, outcome.tasks, outcome.status))

@@ -57,6 +57,11 @@ class SkillgraftConfig(BaseModel):
         "minio-credentials/lab); used by the flows instead of the AWS chain. None: the standard AWS chain",
     )
     gguf_file: str | None = None
+    revision: str | None = Field(None, description="with a hub id: the branch, tag or commit to load (a commit pins it)")
+    snapshot_base: bool = Field(
+        False, description="copy the base's weights into the store when the model is registered, so the store is "
+        "self-contained (a worker elsewhere needs neither the directory nor the hub); built-in bases always are",
+    )
     trust_remote_code: bool = False
     recipe: Recipe = Field(default_factory=SAProj)
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(**TRAIN_DEFAULTS))

@@ -24,6 +24,7 @@ class BaseRef(BaseModel):
     sha256: str
     model_type: str
     gguf_file: str | None = None
+    revision: str | None = Field(None, description="the hub revision the base was loaded at (hub ids only)")
     snapshot: bool = False
     trust_remote_code: bool = False
 

@@ -45,14 +45,17 @@ BUILTIN_DEMO = "builtin:demo-llama"
 # --- models in the store -------------------------------------------------------------------------------------------
 
 
-def resolve_base(source: str, gguf_file: str | None = None, trust_remote_code: bool = False) -> LoadedModel:
-    """The base model from a hub id, a local directory, a GGUF file, or the built-in demo model."""
+def resolve_base(source: str, gguf_file: str | None = None, trust_remote_code: bool = False, *,
+                 revision: str | None = None) -> LoadedModel:  # fmt: skip
+    """The base model from a hub id (at ``revision``), a local directory, a GGUF file, or the built-in demo model."""
     if source == BUILTIN_DEMO:
         tokenizer = demo.build_tokenizer()
         model = demo.build_model(tokenizer)
         return LoadedModel(model=model, tokenizer=tokenizer, source=source, model_type=model.config.model_type)
     if source.startswith("builtin:"):
         raise ValueError(f"unknown built-in model {source!r}; built-in: {BUILTIN_DEMO}")
+    if revision is not None:
+        return load_model(source, gguf_file=gguf_file, trust_remote_code=trust_remote_code, revision=revision)
     return load_model(source, gguf_file=gguf_file, trust_remote_code=trust_remote_code)
 
 
@@ -67,6 +70,12 @@ def base_source(source: str) -> str:
 def check_base(store: ObjectStore, cfg: SkillgraftConfig):
     """The registered model's info (None for a new model); :class:`BaseMismatch` if the config asks for another base."""
     info = Registry(store, cfg.model).info()
+    if info is not None and "revision" in cfg.model_fields_set and cfg.revision != info.base.revision:
+        raise BaseMismatch(
+            f"model {cfg.model!r} in {store.url} is registered on {info.base.source} at revision "
+            f"{info.base.revision or '(none: the default branch)'}, but this run asks for revision {cfg.revision}. "
+            f"Nothing was submitted or trained. Register a new model (--model NAME) for another revision."
+        )
     if info is not None and "base" in cfg.model_fields_set and base_source(cfg.base) != info.base.source:
         raise BaseMismatch(
             f"model {cfg.model!r} in {store.url} is registered on base {info.base.source}, but this run asks for base "
@@ -87,11 +96,11 @@ def ensure_model(store: ObjectStore, cfg: SkillgraftConfig) -> BaseRef:
     source = base_source(cfg.base)
     if info is not None:
         return info.base
-    loaded = resolve_base(source, cfg.gguf_file, cfg.trust_remote_code)
-    snapshot = source.startswith("builtin:")
+    loaded = resolve_base(source, cfg.gguf_file, cfg.trust_remote_code, revision=cfg.revision)
+    snapshot = source.startswith("builtin:") or cfg.snapshot_base
     base = BaseRef(
         source=source, sha256=state_dict_sha256(loaded.model), model_type=loaded.model_type,
-        gguf_file=cfg.gguf_file, snapshot=snapshot, trust_remote_code=cfg.trust_remote_code,
+        gguf_file=cfg.gguf_file, snapshot=snapshot, trust_remote_code=cfg.trust_remote_code, revision=cfg.revision,
     )  # fmt: skip
     if snapshot:
         for name, data in snapshot_files(loaded.model, loaded.tokenizer).items():
@@ -110,7 +119,7 @@ def load_base(reg: Registry) -> LoadedModel:
         files = {key[len(prefix) :]: reg.store.get(key) for key in reg.store.keys(prefix)}
         loaded = load_snapshot(files)
     else:
-        loaded = resolve_base(base.source, base.gguf_file, base.trust_remote_code)
+        loaded = resolve_base(base.source, base.gguf_file, base.trust_remote_code, revision=base.revision)
     got = state_dict_sha256(loaded.model)
     if got != base.sha256:
         raise BaseMismatch(
@@ -314,6 +323,7 @@ def guard_tasks(store: ObjectStore, cfg: SkillgraftConfig) -> list[EvalTask]:
     out = []
     for g in read_guards(store, cfg.model).guards:
         if g.kind == "lm-eval":
+            _same_lm_eval_task(g)
             out.append(EvalTask(name=g.name, metric=g.lm_eval.metric, max_new_tokens=0, examples=[], guard=True,
                                 tolerance=g.tolerance, scorer=_lm_eval_scorer(g, cfg)))  # fmt: skip
             continue
@@ -322,6 +332,20 @@ def guard_tasks(store: ObjectStore, cfg: SkillgraftConfig) -> list[EvalTask]:
         out.append(EvalTask(name=g.name, metric=spec.metric, max_new_tokens=spec.max_new_tokens, examples=examples,
                             guard=True, tolerance=g.tolerance))  # fmt: skip
     return out
+
+
+def _same_lm_eval_task(g) -> None:
+    """An lm-eval guard scores the task as it was when added: a task whose config changed since is refused."""
+    from skillgraft.guards import GuardError
+    from skillgraft.lm_eval_guard import describe_task
+
+    now = describe_task(g.lm_eval.task, include_path=g.lm_eval.include_path)["config_sha256"]
+    if now != g.lm_eval.config_sha256:
+        raise GuardError(
+            f"guard {g.name!r}: lm-eval task {g.lm_eval.task} changed since the guard was added (config sha256 "
+            f"{g.lm_eval.config_sha256[:12]}… then, {now[:12]}… now), so its scores no longer compare; remove the guard "
+            f"and add it again (`skillgraft guard remove {g.name}`, then `guard add {g.name} --lm-eval …`)"
+        )
 
 
 def _lm_eval_scorer(g, cfg: SkillgraftConfig):

@@ -142,3 +142,56 @@ def test_validate_with_a_spec_registers_nothing_and_a_different_spec_later_is_a_
         again = skillgraft(command, "first", str(data), "--spec", str(changed), "--config", str(config))
         no_traceback(again)
         assert again.returncode == 2 and "different spec" in " ".join(again.stderr.split()), again.stderr
+
+
+def test_snapshot_base_makes_the_store_self_contained(harness, tmp_path):
+    """--snapshot-base copies a local base into the store: the directory can go, the store still loads the model."""
+    import shutil
+
+    tokenizer = demo.build_tokenizer()
+    base = save_pretrained_dir(demo.build_model(tokenizer), tokenizer, tmp_path / "gone-later")
+    store = tmp_path / "store"
+    spec, data = task_files(tmp_path)
+    run = skillgraft("run", "first", str(data), "--spec", str(spec), "--base", str(base), "--snapshot-base",
+                     "--config", str(small_config(tmp_path, store)))  # fmt: skip
+    no_traceback(run)
+    assert run.returncode in (0, 3), run.stdout + run.stderr
+    info = json.loads((store / "models/team/model.json").read_text())
+    assert info["base"]["snapshot"] is True
+    assert (store / "models/team/base/model.safetensors").is_file()
+    shutil.rmtree(base)  # the worker elsewhere has no such directory
+    exported = skillgraft("export", "v1", "--out", str(tmp_path / "out"), "--store", str(store), "--model", "team")
+    no_traceback(exported)
+    assert exported.returncode == 0, exported.stdout + exported.stderr
+    assert (tmp_path / "out/model.safetensors").is_file()
+
+
+def test_hub_base_is_pinned_at_its_revision(harness, tmp_path, demo_dir):
+    """A hub id with --revision: loaded from that commit of the (offline) Hugging Face cache, recorded, and a later
+    run asking for another revision of the registered model stops before submitting."""
+    import shutil
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--acme--tiny"
+    shutil.copytree(demo_dir, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    env = {"HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    store = tmp_path / "store"
+    config = small_config(tmp_path, store)
+    spec, data = task_files(tmp_path)
+    run = skillgraft("run", "first", str(data), "--spec", str(spec), "--base", "acme/tiny", "--revision", commit,
+                     "--config", str(config), env=env)  # fmt: skip
+    no_traceback(run)
+    assert run.returncode in (0, 3), run.stdout + run.stderr
+    info = json.loads((store / "models/team/model.json").read_text())
+    assert (info["base"]["source"], info["base"]["revision"]) == ("acme/tiny", commit)
+
+    _, more = task_files(tmp_path, rows=40, seed=1)
+    other = skillgraft("run", "first", str(more), "--revision", "f" * 40, "--config", str(config), env=env)
+    no_traceback(other)
+    assert other.returncode == 2 and f"at revision {commit}" in " ".join(other.stderr.split())
+    missing = skillgraft("run", "first", str(more), "--base", "acme/tiny", "--revision", "f" * 40, "--model", "other",
+                         "--config", str(config), env=env)  # fmt: skip
+    no_traceback(missing)
+    assert missing.returncode == 2 and "not in the local Hugging Face cache" in " ".join(missing.stderr.split())

@@ -240,3 +240,21 @@ def test_guard_prompts_are_off_limits_for_training_both_ways(tmp_path):
     missing = skillgraft("guard", "remove", "capitals", "--config", str(cfg))
     assert missing.returncode == 2 and "has no guard 'capitals'" in flat(missing)
     assert json.loads((store.root / "models/m/guards.json").read_text()) == {"guards": []}
+
+
+def test_an_lm_eval_guard_whose_task_changed_is_refused(tmp_path):
+    from skillgraft.config import load_config
+    from skillgraft.guards import GuardError
+    from skillgraft.steps import guard_tasks
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"store": str(tmp_path / "store"), "model": "m"}))
+    tasks = lm_eval_task(tmp_path)
+    added = skillgraft("guard", "add", "lastmc", "--lm-eval", "lastmc", "--include", str(tasks), "--config", str(cfg))
+    assert added.returncode == 0, flat(added)
+    loaded = load_config(cfg)
+    assert [t.name for t in guard_tasks(LocalStore(tmp_path / "store"), loaded)] == ["lastmc"]
+    yaml_file = tasks / "lastmc.yaml"
+    yaml_file.write_text(yaml_file.read_text().replace("'{{question}}'", "'Q: {{question}}'"))
+    with pytest.raises(GuardError, match=r"lastmc changed since the guard was added.*guard remove lastmc"):
+        guard_tasks(LocalStore(tmp_path / "store"), loaded)

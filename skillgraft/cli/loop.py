@@ -62,6 +62,8 @@ def run(
     files: Annotated[list[Path], typer.Argument(help="JSONL, CSV or Parquet files with prompt and answer columns")],
     model: ModelOpt = None,
     base: Annotated[Optional[str], typer.Option(help="base model for a new model: hub id, directory or .gguf")] = None,
+    revision: Annotated[Optional[str], typer.Option(help="with a hub id as base: the branch, tag or commit")] = None,
+    snapshot_base: Annotated[Optional[bool], typer.Option("--snapshot-base/--no-snapshot-base", help="copy a new model's base weights into the store (self-contained store)")] = None,  # fmt: skip
     spec: Annotated[Optional[Path], typer.Option(help="task spec YAML (needed the first time a task is seen)")] = None,
     recipe: Annotated[Optional[str], typer.Option(help="sa_proj (default), mlp_gate_up, full, lora")] = None,
     store: StoreOpt = None,
@@ -71,7 +73,8 @@ def run(
     from skillgraft.cli.data import open_intake, submit_files
 
     prefect_env()
-    cfg = load_cfg(config, store=store, model=model, recipe=recipe, base=base)
+    cfg = load_cfg(config, store=store, model=model, recipe=recipe, base=base, revision=revision,
+                   snapshot_base=snapshot_base)  # fmt: skip
     for f in files:
         if not f.is_file():
             fail(f"{f}: no such file; nothing was submitted", 2)
@@ -88,7 +91,7 @@ def run(
     from flows.retrain import retrain
 
     outcome = retrain(model=cfg.model, task=task, store=cfg.store, recipe=recipe, config=str(config) if config else None,
-                      base=base)  # fmt: skip
+                      base=base, revision=revision, snapshot_base=snapshot_base)  # fmt: skip
     print_outcome(outcome)
     if outcome.status not in ("promoted",):
         raise typer.Exit(3 if outcome.status == "rejected" else 1)

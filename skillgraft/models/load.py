@@ -93,6 +93,7 @@ def load_model(
     trust_remote_code: bool = False,
     dtype: torch.dtype | str | None = None,
     device: str | torch.device | None = None,
+    revision: str | None = None,
 ) -> LoadedModel:
     """Load a causal LM or a vision-language model, with its tokenizer / processor, in eval mode.
 
@@ -106,6 +107,8 @@ def load_model(
     as given: never turn it on for a source you have not read.
     """
     location = _locate(source, gguf_file)
+    if revision is not None and location.kind != "hub":
+        raise ModelSourceError(f"{source} is a local path: a revision pins a hub id (org/name) only; drop the revision")
     if location.gguf_file is not None and importlib.util.find_spec("gguf") is None:
         raise ModelSourceError(
             f"{source}: loading a GGUF file needs the 'gguf' package; install it with pip install 'skillgraft[gguf]'"
@@ -114,6 +117,8 @@ def load_model(
         _check_local_dir(Path(location.path))
 
     common: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if revision is not None:
+        common["revision"] = revision  # a branch, tag or commit of the hub repo; a commit pins it exactly
     if location.gguf_file is not None:
         common["gguf_file"] = location.gguf_file
 
