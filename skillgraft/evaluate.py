@@ -76,6 +76,7 @@ class EvalTask:
     tolerance: float | None = None  # a guard's own tolerance (None: the gate's guard_max_drop)
     base: float | None = None  # a guard's score on the bare base, when known
     scorer: Callable[[Any, Any], TaskScore] | None = None  # scores a model itself (an lm-eval guard); else greedy + metric
+    probe_only: bool = False  # prompts without answers (a prompts guard): read by the drift probes, never scored
 
 
 _NUMERIC_ANSWER = re.compile(r"^[\d\s.,+\-/%]+$")
@@ -236,6 +237,8 @@ def run_suite(
     champ_scores: dict[str, TaskScore] = {}
     cand_scores: dict[str, TaskScore] = {}
     for task in tasks:
+        if task.probe_only:
+            continue
         if task.scorer is not None:
             a, b = task.scorer(champion, tokenizer), task.scorer(candidate, tokenizer)
         else:
@@ -245,7 +248,7 @@ def run_suite(
                              guard=task.guard, base=task.base, tolerance=task.tolerance))  # fmt: skip
     # the drift probe reads old tasks and guards whose right answers are not numbers: on a numeric old task (count),
     # mass on number tokens is the skill, not drift
-    probed = [t for t in tasks if not t.new and t.scorer is None and not numeric_answers(t.examples)]
+    probed = [t for t in tasks if not t.new and t.scorer is None and (t.probe_only or not numeric_answers(t.examples))]
     old_prompts = [ex if isinstance(ex, ImageExample) else ex.prompt for t in probed for ex in list(t.examples)[:probe_prompts]]
     answers = [ex.answer for t in tasks if t.new for ex in t.examples]
     probe = None

@@ -11,6 +11,8 @@ Kinds, one entry each in ``models/<model>/guards.json`` (the model's list, chang
   quarantined when bad, content-hashed): a task spec with ``role: guard``, every row held out for evaluation.
 * ``lm-eval``: a task of lm-evaluation-harness, by name or from a local task YAML, scored on the in-memory model
   through lm-eval's own Hugging Face wrapper and metrics (:mod:`skillgraft.lm_eval_guard`; the ``lm-eval`` extra).
+* ``prompts``: prompts without answers, for the drift probes only (KL and number-token mass on them, champion
+  against candidate); stored content-addressed under ``models/<model>/guards/<name>/``. Nothing is scored.
 
 Guard prompts (of ``data`` guards) also feed the drift probes, so number-token mass and KL are measured from the first
 run on a pretrained base. Base scores are computed once per guard and base and kept under ``models/<model>/guards/``.
@@ -46,9 +48,11 @@ class LmEvalSource(BaseModel):
 
 class GuardEntry(BaseModel):
     name: str
-    kind: Literal["data", "lm-eval"]
+    kind: Literal["data", "lm-eval", "prompts"]
     tolerance: float | None = Field(None, ge=0, le=1, description="own tolerance; None: gate.guard_max_drop")
     lm_eval: LmEvalSource | None = None
+    prompts_sha256: str | None = Field(None, description="a prompts guard: sha256 of its stored prompts.jsonl")
+    prompts: int | None = Field(None, description="a prompts guard: how many prompts")
     added_at: str = Field(default_factory=utcnow)
     added_by: str = ""
 
@@ -121,6 +125,71 @@ class BaseScore(BaseModel):
     metric: str
     score: float
     n: int
+
+
+MAX_PROBE_PROMPTS = 10_000
+MAX_PROBE_PROMPT_CHARS = 2_000
+
+
+def read_probe_prompts(path, name: str) -> list[str]:
+    """Prompts of a ``prompts`` guard from a local JSONL file (objects with a ``prompt`` string; any other field is
+    ignored) or a text file (one prompt a line). Bounded and checked: what, where, and nothing stored on failure."""
+    import re
+    from pathlib import Path
+
+    path = Path(path)
+    if path.is_symlink() or not path.is_file():
+        raise GuardError(f"{path}: not a regular file; nothing was added")
+    if path.stat().st_size > 64 * 2**20:
+        raise GuardError(f"{path}: {path.stat().st_size:,} bytes, over the 64 MiB a prompts guard may be; nothing was added")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise GuardError(f"{path}: not UTF-8 text; nothing was added") from None
+    control = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+    prompts: list[str] = []
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        if path.suffix.lower() == ".jsonl":
+            try:
+                row = json.loads(line)
+            except ValueError as e:
+                raise GuardError(f"{path}:{i}: not valid JSON ({e}); nothing was added") from None
+            prompt = row.get("prompt") if isinstance(row, dict) else None
+            if not isinstance(prompt, str) or not prompt.strip():
+                raise GuardError(f"{path}:{i}: no 'prompt' string; nothing was added")
+        else:
+            prompt = line
+        if len(prompt) > MAX_PROBE_PROMPT_CHARS:
+            raise GuardError(f"{path}:{i}: prompt of {len(prompt)} characters, over {MAX_PROBE_PROMPT_CHARS}; nothing was added")
+        if m := control.search(prompt):
+            raise GuardError(f"{path}:{i}: control character U+{ord(m.group()):04X} in the prompt; nothing was added")
+        prompts.append(prompt)
+        if len(prompts) > MAX_PROBE_PROMPTS:
+            raise GuardError(f"{path}: more than {MAX_PROBE_PROMPTS:,} prompts; nothing was added")
+    if not prompts:
+        raise GuardError(f"{path}: no prompts; nothing was added")
+    return prompts
+
+
+def store_probe_prompts(store: ObjectStore, model: str, name: str, prompts: list[str]) -> tuple[str, int]:
+    data = "".join(json.dumps({"prompt": p}) + "\n" for p in prompts).encode()
+    digest = hashlib.sha256(data).hexdigest()
+    key = f"models/{check_name('model', model)}/guards/{check_name('guard', name)}/prompts-{digest[:16]}.jsonl"
+    if not store.exists(key):
+        store.put_new(key, data)
+    return digest, len(prompts)
+
+
+def load_probe_prompts(store: ObjectStore, model: str, guard: GuardEntry) -> list[str]:
+    """The prompts of a ``prompts`` guard, checked against the hash recorded when it was added."""
+    key = f"models/{model}/guards/{guard.name}/prompts-{guard.prompts_sha256[:16]}.jsonl"
+    data = store.get(key)
+    if hashlib.sha256(data).hexdigest() != guard.prompts_sha256:
+        raise GuardError(f"{key}: does not match the sha256 recorded when guard {guard.name!r} was added (changed or "
+                         f"damaged in the store); remove the guard and add it again")  # fmt: skip
+    return [json.loads(line)["prompt"] for line in data.decode().splitlines()]
 
 
 def content_sha256(store: ObjectStore, guard: GuardEntry) -> str:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from skillgraft import demo
 from skillgraft.config import SkillgraftConfig
-from skillgraft.data import Intake
+from skillgraft.data import Example, Intake
 from skillgraft.evaluate import EvalTask, RegressionReport, run_suite, score_task
 from skillgraft.gate import Decision, decide
 from skillgraft.models import (
@@ -224,7 +224,8 @@ def train_candidate(store: ObjectStore, cfg: SkillgraftConfig, batches: list[Bat
 
         policy = gate_policy(store, cfg)
         spec = intake.task_spec(new_tasks[0])
-        checks = suite_tasks(store, [t for t in known if t not in new_tasks], [], cfg.suite.max_eval_examples) + guards
+        checks = suite_tasks(store, [t for t in known if t not in new_tasks], [], cfg.suite.max_eval_examples)
+        checks += [g for g in guards if not g.probe_only]
         model, search_record, record = s.run(
             loaded.model, loaded.tokenizer, parent_state, train_examples=train, replay=old, checks=checks,
             new_task=EvalTask(name=spec.name, metric=spec.metric, max_new_tokens=spec.max_new_tokens, examples=[]),
@@ -327,6 +328,12 @@ def guard_tasks(store: ObjectStore, cfg: SkillgraftConfig) -> list[EvalTask]:
             out.append(EvalTask(name=g.name, metric=g.lm_eval.metric, max_new_tokens=0, examples=[], guard=True,
                                 tolerance=g.tolerance, scorer=_lm_eval_scorer(g, cfg)))  # fmt: skip
             continue
+        if g.kind == "prompts":
+            from skillgraft.guards import load_probe_prompts
+
+            prompts = [Example(prompt=p, answer="") for p in load_probe_prompts(store, cfg.model, g)]
+            out.append(EvalTask(name=g.name, metric="none", max_new_tokens=0, examples=prompts, guard=True, probe_only=True))
+            continue
         spec = intake.task_spec(g.name)
         examples = with_images(intake, g.name, intake.eval_set(g.name)[:cap] if cap else intake.eval_set(g.name))
         out.append(EvalTask(name=g.name, metric=spec.metric, max_new_tokens=spec.max_new_tokens, examples=examples,
@@ -372,7 +379,7 @@ def _with_base_scores(store: ObjectStore, cfg: SkillgraftConfig, guards: list[Ev
     info = reg.info()
     entries = {g.name: g for g in read_guards(store, cfg.model).guards}
     missing = []
-    for t in guards:
+    for t in (t for t in guards if not t.probe_only):
         found = read_base_score(store, cfg.model, entries[t.name], info.base.sha256)
         if found is not None:
             t.base = found.score
@@ -416,7 +423,7 @@ def evaluate_candidate(store: ObjectStore, cfg: SkillgraftConfig, cand: Candidat
         from skillgraft.guards import read_guards
 
         entries = {g.name: g for g in read_guards(store, cfg.model).guards}
-        for t in guards:
+        for t in (t for t in guards if not t.probe_only):
             _remember_base(store, cfg, entries[t.name], report.champion_scores[t.name], reg.info().base.sha256)
         for row in report.rows:
             if row.guard:

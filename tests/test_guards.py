@@ -258,3 +258,26 @@ def test_an_lm_eval_guard_whose_task_changed_is_refused(tmp_path):
     yaml_file.write_text(yaml_file.read_text().replace("'{{question}}'", "'Q: {{question}}'"))
     with pytest.raises(GuardError, match=r"lastmc changed since the guard was added.*guard remove lastmc"):
         guard_tasks(LocalStore(tmp_path / "store"), loaded)
+
+
+def test_prompts_only_guard_feeds_the_drift_probes_and_is_never_scored(harness, tmp_path, pretrained):
+    cfg = config(tmp_path, pretrained, "c.yaml", train={"learning_rate": 1e-3, "steps": 5, "progress": False})
+    prompts = tmp_path / "probes.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": ex.prompt}) + "\n" for ex in demo.generate("max", 12, seed=21)))
+    added = skillgraft("guard", "add", "probes", str(prompts), "--prompts-only", "--config", str(cfg))
+    assert added.returncode == 0 and "12 prompts for the drift probes" in flat(added), flat(added)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "ok"}\n{"text": "no prompt"}\n')
+    refused = skillgraft("guard", "add", "bad", str(bad), "--prompts-only", "--config", str(cfg))
+    assert refused.returncode == 2 and "bad.jsonl:2: no 'prompt' string; nothing was added" in flat(refused)
+
+    spec = tmp_path / "second.yaml"
+    spec.write_text(yaml.safe_dump(TaskSpec(name="second", max_new_tokens=4).model_dump(mode="json")))
+    run = skillgraft("run", "second", str(new_skill(tmp_path / "s.jsonl", 60, seed=3)), "--spec", str(spec), "--config", str(cfg))
+    assert run.returncode in (0, 3), flat(run)
+    reg = Registry(LocalStore(tmp_path / "store"), "tiny")
+    report = RegressionReport.model_validate_json(reg.read_attachment("v1", "metrics.json"))
+    assert [r.task for r in report.rows] == ["second"]  # nothing scored for it
+    assert report.probe is not None and report.probe.prompts == 12 and report.probe.kl is not None
+    decision = Decision.model_validate_json(reg.read_attachment("v1", "decision.json"))
+    assert any("mean KL" in r for r in decision.reasons)  # the default drift limit on a pretrained base, on its prompts

@@ -49,6 +49,7 @@ def add(
     include: Annotated[Optional[Path], typer.Option(help="with --lm-eval: a local task YAML file or folder")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="with --lm-eval: score the first N documents only")] = None,
     tolerance: Annotated[Optional[float], typer.Option(min=0, max=1, help="largest allowed drop (default gate.guard_max_drop)")] = None,  # fmt: skip
+    prompts_only: Annotated[bool, typer.Option("--prompts-only", help="FILES hold prompts without answers (JSONL 'prompt' field, or one a line): for the drift probes only")] = False,  # fmt: skip
     model: ModelOpt = None,
     store: StoreOpt = None,
     config: ConfigOpt = None,
@@ -65,7 +66,19 @@ def add(
         fail("give either FILES (your own prompt/answer rows) or --lm-eval TASK, not both and not neither", 2)
     if (include or limit) and not lm_eval:
         fail("--include and --limit go with --lm-eval", 2)
+    if prompts_only and (spec or tolerance is not None):
+        fail("--prompts-only guards are not scored: --spec and --tolerance do not apply", 2)
     cfg, st = _open(config, store, model)
+    if prompts_only:
+        from skillgraft.guards import read_probe_prompts, store_probe_prompts
+
+        prompts = [p for f in files or [] for p in read_probe_prompts(f, name)]
+        digest, n = store_probe_prompts(st, cfg.model, name, prompts)
+        add_guard(st, cfg.model, GuardEntry(name=name, kind="prompts", prompts_sha256=digest, prompts=n,
+                                            added_by=default_actor()))  # fmt: skip
+        console.print(f"guard {name!r} added to model {cfg.model!r}: {n} prompts for the drift probes (KL and "
+                      f"number-token mass, champion against candidate); not scored")  # fmt: skip
+        return
     if lm_eval:
         from skillgraft.lm_eval_guard import describe_task
 
@@ -126,6 +139,8 @@ def list_(model: ModelOpt = None, store: StoreOpt = None, config: ConfigOpt = No
         if g.kind == "lm-eval":
             src = g.lm_eval.task + (f" ({g.lm_eval.include_path})" if g.lm_eval.include_path else "")
             rows, metric = str(g.lm_eval.limit or "all"), g.lm_eval.metric
+        elif g.kind == "prompts":
+            src, rows, metric = f"prompts {g.prompts_sha256[:12]}", str(g.prompts), "(drift probes only)"
         else:
             src = ", ".join(b.batch_id for b in intake.batches(g.name))
             rows, metric = str(sum(b.eval_rows for b in intake.batches(g.name))), intake.task_spec(g.name).metric
