@@ -126,6 +126,11 @@ class IngestResult(BaseModel):
         return self.status != "quarantined"
 
 
+def _quarantined(key: str, task: str, file: str, batch_id: str, location: str, report, message: str) -> IngestResult:
+    return IngestResult(status="quarantined", key=key, task=task, file=file, batch_id=batch_id, location=location,
+                        report=report, message=message)  # fmt: skip
+
+
 def safe_file_name(name: str) -> str:
     """A user's file name made safe as the last part of a key: base name only, lower case, odd characters -> '_'.
 
@@ -566,16 +571,8 @@ class Intake:
         self._put_same(location + file, data, verify=True)
         self._write_report(location, report)
         self._remove_landed(key)
-        return IngestResult(
-            status="quarantined",
-            key=key,
-            task=task or folder,
-            file=file,
-            batch_id=batch_id,
-            location=location,
-            report=report,
-            message=f"{report.headline()}; batch {batch_id} moved to {location}, nothing deleted",
-        )
+        message = f"{report.headline()}; batch {batch_id} moved to {location}, nothing deleted"
+        return _quarantined(key, task or folder, file, batch_id, location, report, message)
 
     def _refuse_unsafe(self, key: str, err: UnsafeFile) -> IngestResult:
         """A landed entry that is not a plain file: a report in quarantine (no data: nothing was read), and the entry
@@ -604,16 +601,8 @@ class Intake:
                 fate = f"the {err.what.removeprefix('a ')} was removed from the landing zone"
         else:
             fate = f"it was left in place: remove {err.at} by hand"
-        return IngestResult(
-            status="quarantined",
-            key=key,
-            task=task or folder,
-            file=file,
-            batch_id=batch_id,
-            location=location,
-            report=report,
-            message=f"{message}; nothing was copied, {fate}; report in {location}",
-        )
+        return _quarantined(key, task or folder, file, batch_id, location, report,
+                            f"{message}; nothing was copied, {fate}; report in {location}")  # fmt: skip
 
     def _write_report(self, location: str, report: ValidationReport) -> None:
         """report.json (+ report.html) in a quarantine folder; a different report for the same bytes (the task was
