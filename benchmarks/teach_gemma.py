@@ -39,7 +39,7 @@ import recipes_gemma as rg  # noqa: E402  (the count task and the probe prompts 
 from skillgraft.data import Example  # noqa: E402
 
 OUT = Path(__file__).parent / "results"
-FIXED = ("sa_proj:5e-5", "full:2e-5")
+FIXED = ("sa_proj:5e-5", "mlp_gate_up:5e-5", "full:2e-5", "lora:2e-4")
 
 
 def save_base(gguf: Path, out: Path) -> float:
