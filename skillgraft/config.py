@@ -15,11 +15,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from skillgraft.gate import GatePolicy
 from skillgraft.names import check_name
 from skillgraft.recipes import Full, Recipe, SAProj, parse_recipe
-from skillgraft.search import SearchConfig
-from skillgraft.train import TrainConfig
+from skillgraft.schemas import GatePolicy, SearchConfig, TrainConfig
 
 DEFAULT_STORE = ".skillgraft/store"
 

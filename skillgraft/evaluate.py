@@ -17,8 +17,8 @@ from functools import cache
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, Field
 
+from skillgraft.schemas.report import RegressionReport, SuiteRow, TaskScore
 from skillgraft.vision import ImageExample, batch_inputs, require_processor, text_tokenizer
 from skillgraft.probe import (
     BiasProbe,
@@ -86,74 +86,6 @@ def numeric_answers(examples: Sequence) -> bool:
     """True when most reference answers are numbers (digits, separators, signs) — a task where numbers are right."""
     answers = [ex.answer.strip() for ex in examples]
     return bool(answers) and sum(bool(_NUMERIC_ANSWER.match(a)) for a in answers) * 2 > len(answers)
-
-
-class TaskScore(BaseModel):
-    task: str
-    metric: str
-    score: float
-    n: int
-    correct: list[int] = Field(default_factory=list, description="per-example 0/1, same order as the eval split")
-    samples: list[tuple[str, str, str]] = Field(default_factory=list, description="(prompt, prediction, answer)")
-
-
-class SuiteRow(BaseModel):
-    task: str
-    new: bool
-    metric: str
-    n: int
-    champion: float
-    candidate: float
-    guard: bool = False
-    base: float | None = Field(None, description="a guard's score on the bare base (guards are held to it too)")
-    tolerance: float | None = Field(None, description="a guard's own tolerance; None: the gate's guard_max_drop")
-
-    @property
-    def delta(self) -> float:
-        return self.candidate - self.champion
-
-    @property
-    def kind(self) -> str:
-        return "new" if self.new else "guard" if self.guard else "old"
-
-
-class RegressionReport(BaseModel):
-    champion: str = Field(description="what the candidate was compared with (a version id, or 'base')")
-    candidate: str
-    rows: list[SuiteRow]
-    probe: BiasProbe | None = None
-    champion_scores: dict[str, TaskScore] = Field(default_factory=dict)
-    candidate_scores: dict[str, TaskScore] = Field(default_factory=dict)
-
-    def row(self, task: str) -> SuiteRow:
-        for r in self.rows:
-            if r.task == task:
-                return r
-        raise KeyError(f"task {task!r} is not in the regression report (tasks: {[r.task for r in self.rows]})")
-
-    def markdown(self, max_drop: float | None = None) -> str:
-        lines = [
-            f"| task | kind | n | champion ({self.champion}) | candidate ({self.candidate}) | delta |",
-            "|---|---|---:|---:|---:|---:|",
-        ]
-        for r in self.rows:
-            base = f" (base {r.base:.3f})" if r.base is not None else ""
-            lines.append(
-                f"| {r.task} | {r.kind} | {r.n} | {r.champion:.3f}{base} | {r.candidate:.3f} | {r.delta:+.3f} |"
-            )
-        if (p := self.probe) is not None:
-            lines.append(f"\nDrift probes on {p.prompts} old-task and guard prompts ({p.steps} greedy steps each):\n")
-            lines.append(
-                f"- number-token mass: champion {p.champion:.4f}, candidate {p.candidate:.4f} ({p.delta:+.4f})"
-            )
-            if p.answer_delta is not None:
-                lines.append(
-                    f"- mass on the new tasks' {p.answer_tokens} answer tokens: champion {p.answer_champion:.4f}, "
-                    f"candidate {p.answer_candidate:.4f} ({p.answer_delta:+.4f})"
-                )
-            if p.kl is not None:
-                lines.append(f"- mean KL(champion ‖ candidate) per step: {p.kl:.4f} nats")
-        return "\n".join(lines)
 
 
 def _device_of(model: torch.nn.Module) -> torch.device:

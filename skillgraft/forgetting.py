@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, Field
 
-from skillgraft.evaluate import RegressionReport
+from skillgraft.schemas.report import RegressionReport
 from skillgraft.registry import Registry
 from skillgraft.store.base import KeyNotFound
 

@@ -24,8 +24,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from pydantic import BaseModel, Field
 
+from skillgraft.schemas.report import BiasProbe
 from skillgraft.vision import NOT_PER_TOKEN, ImageExample, batch_inputs, require_processor, text_tokenizer
 
 NUMBER_WORDS = frozenset({
@@ -35,36 +35,6 @@ NUMBER_WORDS = frozenset({
     "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth",
 })  # fmt: skip
 _NUMBERISH = re.compile(r"^\d+([.,]\d+)?(st|nd|rd|th)?$")
-
-
-class BiasProbe(BaseModel):
-    """The drift probes of a candidate against its champion on old-task prompts.
-
-    ``champion`` / ``candidate`` are the number-token masses (the paper's probe; kept under these names so older
-    reports still read). The answer-token masses and the KL are None in reports written before they existed, or when
-    there was nothing to measure them on (no new task in the suite: no answer tokens).
-    """
-
-    prompts: int
-    champion: float = Field(description="number-token mass per greedy step, champion")
-    candidate: float = Field(description="number-token mass per greedy step, candidate")
-    steps: int = Field(4, description="greedy steps probed per prompt")
-    answer_tokens: int = Field(0, description="how many token ids the new tasks' answers use")
-    answer_champion: float | None = Field(None, description="mass on the new tasks' answer tokens, champion")
-    answer_candidate: float | None = Field(None, description="mass on the new tasks' answer tokens, candidate")
-    kl: float | None = Field(None, description="mean KL(champion ‖ candidate) per step, nats")
-
-    @property
-    def delta(self) -> float:
-        """Rise of the number-token mass from champion to candidate."""
-        return self.candidate - self.champion
-
-    @property
-    def answer_delta(self) -> float | None:
-        """Rise of the answer-token mass from champion to candidate (None when not measured)."""
-        if self.answer_champion is None or self.answer_candidate is None:
-            return None
-        return self.answer_candidate - self.answer_champion
 
 
 # --- token sets ------------------------------------------------------------------------------------------------------

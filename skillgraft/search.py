@@ -25,48 +25,14 @@ import hashlib
 import logging
 import time
 from collections.abc import Sequence
-from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel
 
 from skillgraft.refs import Rung, SearchRecord
+from skillgraft.schemas.training import SearchConfig
 
 log = logging.getLogger(__name__)
-
-
-class SearchConfig(BaseModel):
-    """How the fine-tune step picks its learning rate and strength (see the module docstring)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    mode: Literal["auto", "on", "off"] = Field(
-        "auto", description="auto: on for a pretrained base unless train.learning_rate or train.steps is set"
-    )
-    learning_rates: list[float] = Field([5e-5, 2e-5, 5e-6], min_length=1, description="the ladder, tried in order")
-    steps: int = Field(60, ge=1, description="optimizer steps per rung")
-    alphas: list[float] = Field([1.0, 0.5, 0.25], min_length=1, description="delta scales tried per rung, in (0, 1]")
-    budget_s: float | None = Field(1500, gt=0, description="wall-clock seconds for the whole search; None: no limit")
-    selection_fraction: float = Field(0.2, gt=0, lt=1, description="new-task training rows held back to score rungs")
-
-    @field_validator("mode", mode="before")
-    @classmethod
-    def _yaml_on_off(cls, v):
-        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v  # YAML reads on/off as booleans
-
-    @field_validator("learning_rates")
-    @classmethod
-    def _positive(cls, v: list[float]) -> list[float]:
-        if any(lr <= 0 for lr in v):
-            raise ValueError("learning rates must be > 0")
-        return v
-
-    @field_validator("alphas")
-    @classmethod
-    def _alphas(cls, v: list[float]) -> list[float]:
-        if any(not 0 < a <= 1 for a in v):
-            raise ValueError("every alpha must be in (0, 1]: 1 is the rung itself, 0.5 half its delta")
-        return v
 
 
 def active(search: SearchConfig, train_fields_set: set[str], pretrained: bool) -> bool:

@@ -16,10 +16,9 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from skillgraft.probe import (
     Reference,
@@ -31,58 +30,8 @@ from skillgraft.probe import (
 )
 from skillgraft.recipes import Recipe, Selection, apply_recipe, count_parameters, finish
 from skillgraft.refs import DriftCurve, DriftPoint, TrainingRecord
+from skillgraft.schemas.training import DriftWatch, TrainConfig
 from skillgraft.vision import ImageExample, VisionError, encode_image_example, require_processor, text_tokenizer
-
-
-class DriftWatch(BaseModel):
-    """Stop a fine-tune whose outputs drift too far from where it started, keeping the best checkpoint within budget.
-
-    Every ``every`` steps the model is probed on up to ``prompts`` old-task prompts (given to :func:`fine_tune` as
-    ``probe_prompts``) against the starting model: ``kl`` is the mean KL(start ‖ model) per greedy step, in nats;
-    ``number_mass`` / ``answer_mass`` are the *rise* of the probability mass on number tokens / on the new task's
-    answer tokens over the start (see :mod:`skillgraft.probe`). After ``patience`` checks in a row over ``budget``,
-    training stops. The model returned is the checkpoint with the lowest answer-token loss on the new-task examples
-    among the checks within budget (the starting model counts as one, so a run that drifts at once returns the
-    start unchanged — and then fails the gate's ``min_gain``, which is the point). Costs: a greedy decoding and one
-    forward pass of the probe prompts per check, and one copy of the trainable parameters.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    budget: float = Field(gt=0, description="largest allowed drift (nats for kl, probability for the masses)")
-    metric: Literal["kl", "number_mass", "answer_mass"] = Field("kl", description="what the budget applies to")
-    every: int = Field(10, ge=1, description="check every N optimizer steps (and once at the end)")
-    prompts: int = Field(32, ge=1, description="probe prompts used (the first N given)")
-    probe_steps: int = Field(4, ge=1, description="greedy steps probed per prompt")
-    patience: int = Field(1, ge=1, description="checks over budget in a row before stopping")
-    examples: int = Field(64, ge=1, description="new-task examples the checkpoint's loss is measured on")
-
-
-class TrainConfig(BaseModel):
-    """Knobs of the fine-tune; the defaults run on a laptop CPU."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    steps: int = Field(200, ge=1, description="optimizer steps")
-    learning_rate: float = Field(1e-3, gt=0)
-    batch_size: int = Field(16, ge=1)
-    max_length: int = Field(256, ge=8, description="longest prompt+answer in tokens; longer examples are refused")
-    weight_decay: float = Field(0.0, ge=0)
-    warmup_steps: int = Field(0, ge=0)
-    schedule: Literal["constant", "cosine"] = Field("constant", description="learning-rate decay after warmup")
-    grad_clip: float | None = Field(1.0, gt=0)
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    bf16: bool | None = Field(None, description="bf16 autocast; None: on when CUDA supports it")
-    log_every: int = Field(10, ge=1, description="keep the loss every N steps")
-    progress: bool = True
-    drift_watch: DriftWatch | None = Field(None, description="stop early on output drift; None: off")
-
-    @model_validator(mode="after")
-    def _check(self) -> TrainConfig:
-        if self.warmup_steps >= self.steps and self.warmup_steps > 0:
-            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be smaller than steps ({self.steps})")
-        return self
 
 
 class TrainingError(RuntimeError):
