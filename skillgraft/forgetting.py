@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pydantic import BaseModel, Field
 
 from skillgraft.schemas.report import RegressionReport
+from skillgraft import layout
 from skillgraft.registry import Registry
 from skillgraft.store.base import KeyNotFound
 
@@ -150,7 +151,7 @@ def summarize(matrix: AccuracyMatrix) -> ForgettingReport:
 
 def _metrics(reg: Registry, version: str) -> RegressionReport | None:
     try:
-        return RegressionReport.model_validate_json(reg.read_attachment(version, "metrics.json"))
+        return RegressionReport.model_validate_json(reg.read_attachment(version, layout.METRICS))
     except KeyNotFound:
         return None
 

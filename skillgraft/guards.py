@@ -26,6 +26,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from skillgraft import layout
 from skillgraft.names import check_name
 from skillgraft.refs import utcnow
 from skillgraft.store import KeyNotFound, ObjectStore
@@ -65,7 +66,7 @@ class GuardList(BaseModel):
 
 
 def _key(model: str) -> str:
-    return f"models/{check_name('model', model)}/guards.json"
+    return layout.guards_key(model)
 
 
 def read_guards(store: ObjectStore, model: str) -> GuardList:
@@ -176,7 +177,7 @@ def read_probe_prompts(path, name: str) -> list[str]:
 def store_probe_prompts(store: ObjectStore, model: str, name: str, prompts: list[str]) -> tuple[str, int]:
     data = "".join(json.dumps({"prompt": p}) + "\n" for p in prompts).encode()
     digest = hashlib.sha256(data).hexdigest()
-    key = f"models/{check_name('model', model)}/guards/{check_name('guard', name)}/prompts-{digest[:16]}.jsonl"
+    key = layout.guard_prompts_key(model, name, digest)
     if not store.exists(key):
         store.put_new(key, data)
     return digest, len(prompts)
@@ -184,7 +185,7 @@ def store_probe_prompts(store: ObjectStore, model: str, name: str, prompts: list
 
 def load_probe_prompts(store: ObjectStore, model: str, guard: GuardEntry) -> list[str]:
     """The prompts of a ``prompts`` guard, checked against the hash recorded when it was added."""
-    key = f"models/{model}/guards/{guard.name}/prompts-{guard.prompts_sha256[:16]}.jsonl"
+    key = layout.guard_prompts_key(model, guard.name, guard.prompts_sha256)
     data = store.get(key)
     if hashlib.sha256(data).hexdigest() != guard.prompts_sha256:
         raise GuardError(f"{key}: does not match the sha256 recorded when guard {guard.name!r} was added (changed or "
@@ -203,13 +204,9 @@ def content_sha256(store: ObjectStore, guard: GuardEntry) -> str:
     return hashlib.sha256(json.dumps(ids).encode()).hexdigest()
 
 
-def _base_key(model: str, guard: str) -> str:
-    return f"models/{model}/guards/{guard}/base-{{}}.json"
-
-
 def read_base_score(store: ObjectStore, model: str, guard: GuardEntry, base_sha256: str) -> BaseScore | None:
     content = content_sha256(store, guard)
-    key = _base_key(model, guard.name).format(content[:16])
+    key = layout.guard_base_score_key(model, guard.name, content)
     try:
         found = BaseScore.model_validate_json(store.get(key))
     except KeyNotFound:
@@ -218,7 +215,7 @@ def read_base_score(store: ObjectStore, model: str, guard: GuardEntry, base_sha2
 
 
 def write_base_score(store: ObjectStore, model: str, score: BaseScore) -> None:
-    key = _base_key(model, score.guard).format(score.content_sha256[:16])
+    key = layout.guard_base_score_key(model, score.guard, score.content_sha256)
     if not store.exists(key):
         try:
             store.put_new(key, score.model_dump_json(indent=2).encode())

@@ -1,16 +1,8 @@
 """The model registry: versions, the champion pointer, promote / reject / rollback, and the history log.
 
 Built only on the :class:`~skillgraft.store.ObjectStore` primitives, so it behaves the same on a local directory and on
-S3. Layout of one model (keys relative to the store root)::
-
-    models/<model>/model.json                  written once: name, base (BaseRef), created_at
-    models/<model>/base/...                    optional base snapshot files (put_base_file)
-    models/<model>/versions/<v>/claim.json     written FIRST with put_new: allocates the id <v> (v1, v2, ...)
-    models/<model>/versions/<v>/<file>         model files, write-once (delta.safetensors, ...)
-    models/<model>/versions/<v>/manifest.json  written LAST, with sha256 + size of every model file
-    models/<model>/versions/<v>/<attachment>   write-once reports added later (metrics.json, decision.json, card.md)
-    models/<model>/champion.json               the pointer; moved only by a conditional write on its etag
-    models/<model>/history.jsonl               append-only log (append = read + conditional replace, retried)
+S3. The keys of a model (``models/<model>/``: model.json, base/, versions/<v>/..., champion.json, history.jsonl)
+are built by :mod:`skillgraft.layout`.
 
 Rules:
 
@@ -58,19 +50,19 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from skillgraft import layout
 from skillgraft.names import check_name
 from skillgraft.refs import BaseRef, FileEntry, Manifest, VersionRef, utcnow
 from skillgraft.store.base import KeyExists, KeyNotFound, ObjectStore
 
-MANIFEST = "manifest.json"
-CLAIM = "claim.json"
+MANIFEST = layout.MANIFEST
+CLAIM = layout.CLAIM
 RESERVED_FILES = frozenset({MANIFEST, CLAIM})
 POINTER_ACTIONS = frozenset({"promote", "rollback", "repair"})
 CHECK_ACTIONS = frozenset({"post-check-passed", "post-check-failed", "post-check-skipped"})
 """History actions recording the post-promotion check of the champion (see :meth:`Registry.unchecked_champion`)."""
 
 _VERSION_ID = re.compile(r"^v([1-9][0-9]*)$")
-_FILE_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _ACTION = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _HISTORY_ATTEMPTS = 50
 
@@ -261,11 +253,7 @@ def default_actor() -> str:
 
 def _check_file_name(name: str) -> str:
     """A model file / attachment / base file name: '/'-separated segments of A-Z a-z 0-9 _ . - (no '..')."""
-    if (
-        not isinstance(name, str)
-        or not name
-        or any(not _FILE_SEGMENT.fullmatch(part) or ".." in part for part in name.split("/"))
-    ):
+    if not layout.is_file_name(name):
         raise RegistryError(
             f"invalid file name {name!r}: use '/'-separated parts of letters, digits, '_', '.', '-' (starting with a "
             f"letter or digit, no '..'); nothing was written"
@@ -306,20 +294,27 @@ class Registry:
         self.store = store
         self.model = check_name("model", model)
         self.actor = actor or default_actor()
-        self._root = f"models/{self.model}"
 
     # --- keys -------------------------------------------------------------------------------------------------------
 
     def _vkey(self, version: str, name: str = "") -> str:
-        return f"{self._root}/versions/{version}/{name}"
+        return layout.version_file_key(self.model, version, name)
+
+    @property
+    def _info_key(self) -> str:
+        return layout.model_info_key(self.model)
+
+    @property
+    def _base_prefix(self) -> str:
+        return layout.base_prefix(self.model)
 
     @property
     def _champion_key(self) -> str:
-        return f"{self._root}/champion.json"
+        return layout.champion_key(self.model)
 
     @property
     def _history_key(self) -> str:
-        return f"{self._root}/history.jsonl"
+        return layout.history_key(self.model)
 
     def _where(self, version: str | None = None) -> str:
         return f"{self.model}@{version}" if version else f"model {self.model!r}"
@@ -329,18 +324,18 @@ class Registry:
     def init(self, base: BaseRef) -> ModelInfo:
         """Register the model with its base. Idempotent for the same base (same ``sha256``, the weights' identity);
         raises :class:`BaseMismatch` for a different one."""
-        base_prefix = f"{self._root}/base/"
+        base_prefix = self._base_prefix
         files = {key[len(base_prefix) :]: self.store.get(key) for key in self.store.keys(base_prefix)}
         recorded = {n: FileEntry(sha256=_sha256(d), size=len(d)) for n, d in files.items()} if files else None
         info = ModelInfo(name=self.model, base=base, base_files=recorded)
         try:
-            self.store.put_new(f"{self._root}/model.json", info.model_dump_json(indent=2).encode())
+            self.store.put_new(self._info_key, info.model_dump_json(indent=2).encode())
             return info
         except KeyExists:
             existing = self.info()
             if existing is None:  # put_new said it exists, then it was gone: someone deletes under models/
                 raise RegistryError(
-                    f"{self._root}/model.json vanished while registering {self.model!r} in {self.store.url}: "
+                    f"{self._info_key} vanished while registering {self.model!r} in {self.store.url}: "
                     f"something deletes registry objects; nothing was written"
                 ) from None
             if existing.base.sha256 != base.sha256:
@@ -353,7 +348,7 @@ class Registry:
 
     def info(self) -> ModelInfo | None:
         try:
-            return ModelInfo.model_validate_json(self.store.get(f"{self._root}/model.json"))
+            return ModelInfo.model_validate_json(self.store.get(self._info_key))
         except KeyNotFound:
             return None
 
@@ -361,14 +356,14 @@ class Registry:
         info = self.info()
         if info is None:
             raise ModelNotFound(
-                f"model {self.model!r} is not registered in {self.store.url} (no {self._root}/model.json): "
+                f"model {self.model!r} is not registered in {self.store.url} (no {self._info_key}): "
                 f"call Registry.init(base) first; nothing was written"
             )
         return info
 
     def put_base_file(self, name: str, data: bytes) -> None:
         """Write-once; writing the same bytes again is a no-op, different bytes raise."""
-        key = f"{self._root}/base/{_check_file_name(name)}"
+        key = layout.base_file_key(self.model, _check_file_name(name))
         try:
             self.store.put_new(key, data)
         except KeyExists:
@@ -379,10 +374,10 @@ class Registry:
                 ) from None
 
     def get_base_file(self, name: str) -> bytes:
-        return self.store.get(f"{self._root}/base/{_check_file_name(name)}")
+        return self.store.get(layout.base_file_key(self.model, _check_file_name(name)))
 
     def has_base_snapshot(self) -> bool:
-        return next(iter(self.store.keys(f"{self._root}/base/")), None) is not None
+        return next(iter(self.store.keys(self._base_prefix)), None) is not None
 
     def base_problems(self, *, verify: bool = True, info: ModelInfo | None = None) -> list[str]:
         """What is wrong with the base snapshot (files under ``models/<model>/base/``) against the list recorded at
@@ -391,7 +386,7 @@ class Registry:
         info = info or self._require_info()
         if not info.base.snapshot or info.base_files is None:
             return []
-        prefix = f"{self._root}/base/"
+        prefix = self._base_prefix
         present = {key[len(prefix) :] for key in self.store.keys(prefix)}
         problems = [f"base file {n}: missing ({prefix}{n})" for n in sorted(set(info.base_files) - present)]
         problems += [f"base file {n}: not in the snapshot recorded at registration ({prefix}{n})"
@@ -416,7 +411,7 @@ class Registry:
 
     def _listing(self) -> dict[int, set[str]]:
         """Version number → names present under its folder (one listing)."""
-        prefix = f"{self._root}/versions/"
+        prefix = layout.versions_prefix(self.model)
         found: dict[int, set[str]] = {}
         for key in self.store.keys(prefix):
             version, _, name = key[len(prefix) :].partition("/")
@@ -534,7 +529,7 @@ class Registry:
             else:
                 row.problems = [f"{n}: missing" for n in sorted(set(manifest.files) - names)]
             row.status = "corrupt" if row.problems else "complete"
-            row.gated = "decision.json" in names or version in last_action or row.champion
+            row.gated = layout.DECISION in names or version in last_action or row.champion
             rows.append(row)
         by_id = {row.version: row for row in rows}
         for row in rows:  # id order: a parent's row is final before its children's (parents are older)
@@ -661,7 +656,7 @@ class Registry:
         if problems := self.base_problems():
             raise VersionCorrupt(
                 f"the base snapshot of {self.model!r} is corrupt, so {self._where(version)} can't be loaded; refusing "
-                f"to {doing}: {'; '.join(problems)}. Restore models/{self.model}/base/ (bucket versioning, a backup); "
+                f"to {doing}: {'; '.join(problems)}. Restore {self._base_prefix} (bucket versioning, a backup); "
                 f"nothing was changed",
                 version=version,
                 problems=problems,
@@ -1030,7 +1025,7 @@ class Registry:
         self._require_loadable(target, "make it champion again")
         promotions = [e for e in history if e.version == target and e.action == "promote"]
         forced = bool(promotions) and all(e.forced for e in promotions)
-        why = f"{reason}; champion.json was missing, rebuilt from the history (last move: {last.action} of " \
+        why = f"{reason}; {layout.CHAMPION} was missing, rebuilt from the history (last move: {last.action} of " \
               f"{last.version} at {last.at})"  # fmt: skip
         pointer = ChampionPointer(version=target, previous=previous, since=utcnow(), reason=why, actor=actor,
                                   action="repair", forced=forced)  # fmt: skip

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from pydantic import BaseModel, Field
 
-from skillgraft import demo
+from skillgraft import demo, layout
 from skillgraft.config import SkillgraftConfig
 from skillgraft.data import Example, Intake
 from skillgraft.evaluate import EvalTask, RegressionReport, run_suite, score_task
@@ -38,7 +37,7 @@ from skillgraft.vision import ImageExample
 
 log = logging.getLogger(__name__)
 
-DELTA_FILE = "delta.safetensors"
+DELTA_FILE = layout.DELTA
 BUILTIN_DEMO = "builtin:demo-llama"
 
 
@@ -115,7 +114,7 @@ def load_base(reg: Registry) -> LoadedModel:
         raise LookupError(f"model {reg.model!r} is not registered in {reg.store.url}; run `skillgraft run` or `demo`")
     base = info.base
     if base.snapshot:
-        prefix = f"models/{reg.model}/base/"
+        prefix = layout.base_prefix(reg.model)
         files = {key[len(prefix) :]: reg.store.get(key) for key in reg.store.keys(prefix)}
         loaded = load_snapshot(files)
     else:
@@ -428,7 +427,7 @@ def evaluate_candidate(store: ObjectStore, cfg: SkillgraftConfig, cand: Candidat
         for row in report.rows:
             if row.guard:
                 row.base = row.champion
-    reg.attach(cand.candidate.version, "metrics.json", report.model_dump_json(indent=2).encode())
+    reg.attach(cand.candidate.version, layout.METRICS, report.model_dump_json(indent=2).encode())
     return report
 
 
@@ -437,8 +436,8 @@ def gate(store: ObjectStore, cfg: SkillgraftConfig, cand: CandidateInfo, report:
     reg = Registry(store, cfg.model)
     required = reg.manifest(cand.parent).tasks if cand.parent else []
     decision = decide(report, gate_policy(store, cfg), required_tasks=required)
-    reg.attach(cand.candidate.version, "decision.json", decision.model_dump_json(indent=2).encode())
-    reg.attach(cand.candidate.version, "card.md", model_card(reg, cand, report, decision).encode())
+    reg.attach(cand.candidate.version, layout.DECISION, decision.model_dump_json(indent=2).encode())
+    reg.attach(cand.candidate.version, layout.CARD, model_card(reg, cand, report, decision).encode())
     return decision
 
 
@@ -501,10 +500,10 @@ def post_promotion_check(store: ObjectStore, cfg: SkillgraftConfig, version: str
         return CheckResult(ok=True, version=version, scores={},
                            reasons=["loaded back from the store, checksums verified; smoke evaluation skipped"])  # fmt: skip
     try:
-        metrics = RegressionReport.model_validate_json(reg.read_attachment(version, "metrics.json"))
+        metrics = RegressionReport.model_validate_json(reg.read_attachment(version, layout.METRICS))
     except KeyNotFound:
         return CheckResult(ok=False, version=version, scores={},
-                           reasons=[f"{version} has no gate scores (metrics.json) to compare the smoke evaluation with"])  # fmt: skip
+                           reasons=[f"{version} has no gate scores ({layout.METRICS}) to compare the smoke evaluation with"])  # fmt: skip
     k = cfg.suite.smoke_examples
     reasons: list[str] = []
     scores: dict[str, float] = {}
@@ -602,7 +601,7 @@ def check_champion(store: ObjectStore, cfg: SkillgraftConfig, version: str) -> C
     from skillgraft.store import KeyNotFound
 
     try:
-        Registry(store, cfg.model).read_attachment(version, "metrics.json")
+        Registry(store, cfg.model).read_attachment(version, layout.METRICS)
         smoke = True
     except KeyNotFound:
         smoke = False
@@ -630,21 +629,6 @@ def model_card(reg: Registry, cand: CandidateInfo, report: RegressionReport, dec
         lines += ["", "## Search", "", m.search.markdown()]
     lines += ["", "## Regression suite", "", report.markdown(), "", "## Decision", "", decision.markdown(), ""]
     return "\n".join(lines)
-
-
-@dataclass
-class Paths:
-    """Where a version lives in the store (for links in reports)."""
-
-    store_url: str
-    model: str
-
-    def version(self, v: str) -> str:
-        return f"{self.store_url.rstrip('/')}/models/{self.model}/versions/{v}/"
-
-
-def version_location(store: ObjectStore, model: str, version: str) -> str:
-    return Paths(store.url, model).version(version)
 
 
 def export(store: ObjectStore, model: str, version: str | None, out: Path) -> Path:

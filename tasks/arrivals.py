@@ -4,19 +4,17 @@ Two ways a file reaches the landing zone (``incoming/<task>/<file>``): ``skillgr
 once through :func:`announce`), or any other tool writing into the store directly — then the ``watch`` flow finds
 it on its next scan and announces it the same way. The retrain deployment's trigger listens for the event.
 
-What was announced is remembered as one small marker object per file and model::
-
-    announced/<model>/<task>/<file>@<sha16>.json      the Arrival (JSON); sha16 = first 16 hex of sha256(bytes)
-
-The marker names the file's content, so the same name landing again with other bytes (after the first file was
-ingested) is announced again. Delivery is at-least-once: the event is posted to the Prefect API (which answers
-only once it has the event) *before* the marker is written, so a crash in between announces the file twice — and a
-second retrain of the same data finds nothing new. Nothing here deletes or moves landed files.
+What was announced is remembered as one small marker object per file and model,
+``announced/<model>/<task>/<file>@<sha16>.json`` (:func:`skillgraft.layout.announced_key`), holding the Arrival; sha16
+is the file's batch id (:func:`skillgraft.layout.batch_id`). Which landed files are announced is exactly which the
+intake ingests (:func:`skillgraft.layout.is_waiting_data_file`). The marker names the file's content, so the same name
+landing again with other bytes (after the first file was ingested) is announced again. Delivery is at-least-once: the
+event is posted to the Prefect API (which answers only once it has the event) *before* the marker is written, so a
+crash in between announces the file twice — and a second retrain of the same data finds nothing new. Nothing here deletes or moves landed files.
 """
 
 from __future__ import annotations
 
-import hashlib
 from typing import Literal
 
 from prefect import task
@@ -24,15 +22,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import Event
 from pydantic import BaseModel, Field
 
+from skillgraft import layout
 from skillgraft.config import SkillgraftConfig
-from skillgraft.data.images import is_image_name
-from skillgraft.names import InvalidName, check_name
 from skillgraft.store import KeyExists, KeyNotFound, ObjectStore
 from tasks.events import DATA_ARRIVED, model_resource
 from tasks.storage import store_for
-
-INCOMING = "incoming/"
-ANNOUNCED = "announced"
 
 
 class NoPrefectServer(RuntimeError):
@@ -51,26 +45,15 @@ class Arrival(BaseModel):
     source: Literal["submit", "watch"]
 
 
-def task_of(key: str) -> str | None:
-    """The task a landing-zone key belongs to, or None (no task folder, or not a valid task name)."""
-    parts = key.split("/")
-    if len(parts) < 3 or parts[0] + "/" != INCOMING:
-        return None
-    try:
-        return check_name("task", parts[1])
-    except InvalidName:
-        return None
-
-
-def marker_key(model: str, key: str, sha16: str) -> str:
-    if not key.startswith(INCOMING):
-        raise ValueError(f"{key!r} is not in the landing zone ({INCOMING}<task>/<file>)")
-    return f"{ANNOUNCED}/{check_name('model', model)}/{key[len(INCOMING):]}@{sha16}.json"
+task_of = layout.landing_task
+"""The task a landing-zone key belongs to, or None (no task folder, or not a valid task name)."""
+marker_key = layout.announced_key
+"""The marker remembering that a landed file (its key and bytes) was announced for a model."""
 
 
 def _arrival(store: ObjectStore, model: str, key: str, source: Literal["submit", "watch"]) -> Arrival:
     data = store.get(key)
-    return Arrival(model=model, task=task_of(key), key=key, sha16=hashlib.sha256(data).hexdigest()[:16],
+    return Arrival(model=model, task=task_of(key), key=key, sha16=layout.batch_id(data),
                    size=len(data), store=store.url, source=source)  # fmt: skip
 
 
@@ -112,7 +95,7 @@ def announce(
     """
     arrival = _arrival(store, model, key, source)
     if task is not None and arrival.task != task:
-        raise ValueError(f"{key!r} is not in the landing-zone folder of task {task!r} ({INCOMING}{task}/)")
+        raise ValueError(f"{key!r} is not in the landing-zone folder of task {task!r} ({layout.landing_prefix(task)})")
     post_event(DATA_ARRIVED, model_resource(model), arrival.model_dump(mode="json"))
     try:
         store.put_new(marker_key(model, key, arrival.sha16), arrival.model_dump_json(indent=2).encode())
@@ -122,11 +105,12 @@ def announce(
 
 
 def unannounced(store: ObjectStore, model: str) -> list[Arrival]:
-    """Data files waiting in the landing zone that were never announced for ``model`` (in key order). Images in a
-    task's landing folder are not announced: they wait for the data file that references them."""
+    """Data files waiting in the landing zone that were never announced for ``model`` (in key order): the files the
+    intake would ingest (:func:`skillgraft.layout.is_waiting_data_file`). Images in a task's landing folder are not
+    announced: they wait for the data file that references them."""
     out = []
-    for key in store.keys(INCOMING):
-        if task_of(key) is not None and is_image_name(key):
+    for key in store.keys(layout.INCOMING_PREFIX):
+        if not layout.is_waiting_data_file(key):
             continue
         try:
             arrival = _arrival(store, model, key, "watch")

@@ -17,6 +17,7 @@ import base64
 import io
 from pathlib import Path
 
+from skillgraft import layout
 from skillgraft.data import IngestResult
 from skillgraft.evaluate import RegressionReport
 from skillgraft.gate import Decision
@@ -124,15 +125,15 @@ def data_rejected_markdown(rejected: list[IngestResult]) -> str:
         more = (r.report.issue_count - len(problems)) if r.report else 0
         lines += [f"- {p}" for p in problems] or [f"- {r.message}"]
         if more > 0:
-            lines.append(f"- … and {more} more (full report: `{r.location}report.html`)")
+            lines.append(f"- … and {more} more (full report: `{r.location}{layout.report_file('html')}`)")
         lines.append("")
     lines += [
         "## What to do",
         "",
         (
             "Fix the file (the lines above say where) and submit it again: `skillgraft submit <task> <file>` — or "
-            "drop it into `incoming/<task>/` of the store. The validation report of each file is `report.json` / "
-            "`report.html` in its quarantine folder."
+            f"drop it into `{layout.INCOMING_PREFIX}<task>/` of the store. The validation report of each file is "
+            f"`{layout.report_file('json')}` / `{layout.report_file('html')}` in its quarantine folder."
         ),
         "",
     ]
@@ -179,7 +180,7 @@ def post_check_markdown(check: CheckResult, previous: str | None) -> str:
             lines += [
                 (f"There is no earlier champion to roll back to: `{check.version}` stays champion. Inspect it with "
                  "`skillgraft status`; if the store was damaged, restore the version's files (their checksums are "
-                 "in its manifest.json), or bootstrap again."),
+                 f"in its {layout.MANIFEST}), or bootstrap again."),
             ]
         else:
             lines += [f"The champion is rolled back to `{previous}` automatically (see the rollback artifact)."]

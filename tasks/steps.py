@@ -16,7 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from pydantic import BaseModel
 
-from skillgraft import steps
+from skillgraft import layout, steps
 from skillgraft.config import SkillgraftConfig
 from skillgraft.data import IngestResult, Intake
 from skillgraft.evaluate import RegressionReport
@@ -154,7 +154,7 @@ def ingest(cfg: SkillgraftConfig, task_name: str | None) -> Ingested:
     accepted = [b for b in accepted if b.task not in guards]
     waiting = [b for b in steps.untrained_batches(intake.store, cfg.model, task_name) if b not in accepted]
     for b in waiting:  # accepted earlier (by `skillgraft ingest`, or a run that was interrupted), never trained on
-        rows.append({"file": f"tasks/{b.task}/batches/{b.batch_id}/", "task": b.task, "rule": "(outcome)",
+        rows.append({"file": layout.batch_prefix(b.task, b.batch_id), "task": b.task, "rule": "(outcome)",
                      "success": True, "observed": "accepted earlier, not yet trained", "detail": ""})  # fmt: skip
     accepted += waiting
     if rows:
@@ -217,17 +217,17 @@ def gate(cfg: SkillgraftConfig, cand: steps.CandidateInfo, report: RegressionRep
     store = store_for(cfg)
     decision = steps.gate(store, cfg, cand, report)
     version = cand.candidate.version
-    where = steps.version_location(store, cfg.model, version)
+    where = layout.version_url(store.url, cfg.model, version)
     p = steps.gate_policy(store, cfg)
     policy = (f"now min_gain {p.min_gain}, max_drop {p.max_drop}, guard_max_drop {p.guard_max_drop}, max_kl {p.max_kl}, "
               f"max_bias_increase {p.max_bias_increase}")  # fmt: skip
     create_markdown_artifact(review.decision_markdown(decision, report, where, policy),
                              key=artifact_key(cfg.model, "decision"),
                              description=f"{decision.verdict} {version} (champion {decision.champion})")  # fmt: skip
-    card_key = f"models/{cfg.model}/versions/{version}/card.md"
+    card_key = layout.version_file_key(cfg.model, version, layout.CARD)
     create_link_artifact(review.object_url(store.url, card_key), link_text=f"model card of {cfg.model} {version}",
-                         key=artifact_key(cfg.model, "model-card-link"), description=f"card.md of {version} in the store")  # fmt: skip
-    create_markdown_artifact(Registry(store, cfg.model).read_attachment(version, "card.md").decode(),
+                         key=artifact_key(cfg.model, "model-card-link"), description=f"{layout.CARD} of {version} in the store")  # fmt: skip
+    create_markdown_artifact(Registry(store, cfg.model).read_attachment(version, layout.CARD).decode(),
                              key=artifact_key(cfg.model, "model-card"), description=f"Model card of {version}")  # fmt: skip
     return decision
 

@@ -154,7 +154,7 @@ DEMO_CHAIN_LENGTH = 4
 def demo_chain(tmp_path_factory: pytest.TempPathFactory) -> DemoChain:
     import torch
 
-    from skillgraft import demo, steps
+    from skillgraft import demo, layout, steps
     from skillgraft.config import SkillgraftConfig
     from skillgraft.data import Intake
     from skillgraft.evaluate import RegressionReport, SuiteRow, score_task
@@ -195,11 +195,11 @@ def demo_chain(tmp_path_factory: pytest.TempPathFactory) -> DemoChain:
                 scores={n: s.score for n, s in scored.items()},
             )
         )
-    prefix = f"models/{demo.MODEL_NAME}/base/"
+    prefix = layout.base_prefix(demo.MODEL_NAME)
     return DemoChain(
         base=base,
         base_files={k[len(prefix) :]: src.get(k) for k in src.keys(prefix)},
-        task_objects={k: src.get(k) for k in src.keys("tasks/")},
+        task_objects={k: src.get(k) for k in src.keys(layout.TASKS_PREFIX)},
         tasks=tasks,
         versions=versions,
     )
@@ -218,7 +218,7 @@ def demo_registry(demo_chain: DemoChain) -> Callable[..., Any]:
     """``demo_registry(store, versions=3, champion="v1", gated=True)``: the demo model registered in ``store`` with
     ``versions`` complete versions (v1 on the base, each next on the previous), each with metrics.json and (``gated``)
     a decision.json saying promote against its parent; ``champion`` promoted (via the chain of champions up to it)."""
-    from skillgraft import demo
+    from skillgraft import demo, layout
     from skillgraft.refs import Manifest
     from skillgraft.registry import Registry
 
@@ -233,10 +233,10 @@ def demo_registry(demo_chain: DemoChain) -> Callable[..., Any]:
             parent = f"v{i}" if i else None
             manifest = Manifest(model=demo.MODEL_NAME, version="pending", parent=parent, base=demo_chain.base,
                                 recipe={"kind": "sa_proj"}, tasks=demo_chain.tasks)  # fmt: skip
-            v = reg.create_version({"delta.safetensors": demo_chain.versions[i].delta}, manifest).version
-            reg.attach(v, "metrics.json", demo_chain.versions[i].metrics)
+            v = reg.create_version({layout.DELTA: demo_chain.versions[i].delta}, manifest).version
+            reg.attach(v, layout.METRICS, demo_chain.versions[i].metrics)
             if gated:
-                reg.attach(v, "decision.json", demo_decision(v, parent or "base"))
+                reg.attach(v, layout.DECISION, demo_decision(v, parent or "base"))
         if champion is not None:
             for i in range(int(champion[1:])):
                 reg.promote(f"v{i + 1}", reason=f"gate passed vs {f'v{i}' if i else 'base'}")

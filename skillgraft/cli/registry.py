@@ -30,6 +30,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from skillgraft import layout
 from skillgraft.cli.common import ConfigOpt, ModelOpt, StoreOpt, console, fail, load_cfg
 
 if TYPE_CHECKING:
@@ -146,9 +147,9 @@ def status(
     champion_problem = fix = None
     if base_problems:
         champion_problem = f"the base snapshot of {cfg.model} is corrupt, so no version can be loaded: " + "; ".join(base_problems)
-        fix = f"restore models/{cfg.model}/base/ from the store's versioning or a backup"
+        fix = f"restore {layout.base_prefix(cfg.model)} from the store's versioning or a backup"
     elif lost is not None:
-        champion_problem = (f"champion.json is missing, but the history records champions (the last: {lost.action} "
+        champion_problem = (f"{layout.CHAMPION} is missing, but the history records champions (the last: {lost.action} "
                             f"of {lost.version} at {lost.at}): the pointer was deleted or lost, so nothing may train, "
                             f"promote or roll back")  # fmt: skip
         fix = f"rebuild it from the history with `skillgraft repair` (champion {lost.version}), or `skillgraft repair VERSION`"
@@ -180,7 +181,7 @@ def status(
         console.print(f"model [bold]{escape(cfg.model)}[/] in {escape(_where(st))}")
         console.print(f"base {escape(info.base.source)} (sha256 {info.base.sha256[:12]}…)")
         since = f" since {pointer.since} by {escape(pointer.actor)}: {escape(pointer.reason)}" if pointer else ""
-        shown = "MISSING (champion.json deleted or lost)" if lost is not None else _show(pointer)
+        shown = f"MISSING ({layout.CHAMPION} deleted or lost)" if lost is not None else _show(pointer)
         console.print(f"champion: [bold]{shown}[/]{since}", soft_wrap=True)
         table = Table()
         for col in ("version", "status", "parent", "recipe", "tasks", "last action", "created"):
@@ -231,7 +232,7 @@ def _base_problems(reg: Registry, info, verify: bool) -> list[str]:
     try:
         steps.load_base(reg)
     except Exception as e:  # noqa: BLE001 - any failure to load the base is the finding
-        return [f"models/{reg.model}/base/ can't be loaded back: {e}"]
+        return [f"{layout.base_prefix(reg.model)} can't be loaded back: {e}"]
     return []
 
 
@@ -281,14 +282,14 @@ def gate_refusal(reg: Registry, version: str, current: ChampionPointer | None) -
     from skillgraft.store import KeyNotFound
 
     try:
-        decision = Decision.model_validate_json(reg.read_attachment(version, "decision.json"))
+        decision = Decision.model_validate_json(reg.read_attachment(version, layout.DECISION))
     except KeyNotFound:
-        return f"{version} has no stored gate decision (decision.json): it was never gated"
+        return f"{version} has no stored gate decision ({layout.DECISION}): it was never gated"
     except ValidationError as e:
-        return f"{version}'s decision.json is unreadable ({e.errors()[0]['msg']})"
+        return f"{version}'s {layout.DECISION} is unreadable ({e.errors()[0]['msg']})"
     now = current.version if current else "base"
     if decision.candidate != version:
-        return f"{version}'s decision.json is about {decision.candidate}, not {version}"
+        return f"{version}'s {layout.DECISION} is about {decision.candidate}, not {version}"
     if not decision.promote:
         return f"the gate rejected {version} against {decision.champion}: {decision.summary()}"
     if decision.champion != now:
@@ -349,7 +350,7 @@ def _check_or_roll_back(cfg: SkillgraftConfig, st: ObjectStore, reg: Registry, v
     from skillgraft.store import KeyNotFound
 
     try:  # a version the gate scored is smoke-tested against those scores; one it never scored (forced) can't be
-        reg.read_attachment(version, "metrics.json")
+        reg.read_attachment(version, layout.METRICS)
         smoke = True
     except KeyNotFound:
         smoke = False

@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import hashlib
 import io
-import posixpath
 import re
 import warnings
 from typing import Any
+
+from skillgraft.layout import IMAGE_SUFFIXES as SUFFIXES
+from skillgraft.layout import is_image_name
 
 __all__ = ["FORMATS", "MAX_IMAGE_BYTES", "MAX_PIXELS", "ImageProblem", "check_ref", "content_ref", "decode",
            "inspect", "is_content_ref", "is_image_name"]  # fmt: skip
 
 FORMATS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp"}
-SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"})
 MAX_IMAGE_BYTES = 32 << 20
 MAX_PIXELS = 50_000_000
 """Larger images are refused before they are decoded (a small file can expand to gigabytes: a decompression bomb)."""
@@ -38,11 +39,6 @@ _CONTENT = re.compile(r"images/([0-9a-f]{64})(\.(?:png|jpg|webp|gif|bmp))")
 
 class ImageProblem(ValueError):
     """An image reference or image that can't be used; the message says what is wrong with it."""
-
-
-def is_image_name(name: str) -> bool:
-    """True when a file name has an image extension (such files in a landing zone are images, not data files)."""
-    return posixpath.splitext(name.lower())[1] in SUFFIXES
 
 
 def is_content_ref(ref: str) -> bool:

@@ -1,19 +1,6 @@
 """The landing zone, the accepted batches and the quarantine of every task, on any :class:`ObjectStore`.
 
-Keys (the same on a local directory and on S3)::
-
-    tasks/<task>/task.json                              the TaskSpec, written once
-    incoming/<task>/<file>                              landing zone: files wait here to be ingested
-    incoming/<task>/<path>.png|.jpg|...                 images the landed data files reference (not data themselves)
-    tasks/<task>/images/<sha256>.<ext>                  accepted images, stored once by content (see data/images.py)
-    tasks/<task>/batches/<batch-id>/train.jsonl         accepted, immutable; batch-id = sha256(file bytes)[:16]
-                                   /eval.jsonl
-                                   /source/<file>       the submitted bytes, unchanged
-                                   /report.json         the validation report
-                                   /batch.json          written last: BatchRef, checksums, report summary
-    quarantine/<task>/<batch-id>/<file>                 rejected: the submitted bytes, unchanged
-                                /report.json, report.html
-    quarantine/_invalid/<batch-id>/...                  files whose task folder is not a valid task name
+Keys: see :mod:`skillgraft.layout` (``tasks/<task>/...``, the landing zone ``incoming/<task>/``, ``quarantine/``).
 
 Ingesting a data file always moves it out of the landing zone (copy, read back and compare, then delete): into a batch,
 into quarantine, or nowhere when the same bytes are already an accepted batch of the task (``duplicate``). A landed
@@ -39,6 +26,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from skillgraft import layout
 from skillgraft.data import images
 from skillgraft.data.io import MAX_ISSUES, DataError, ImageError, Record, UnsupportedFormat, file_format, read_records
 from skillgraft.data.spec import Example, TaskSpec
@@ -54,10 +42,7 @@ from skillgraft.names import InvalidName, check_name
 from skillgraft.refs import BatchRef, FileEntry
 from skillgraft.store.base import KeyExists, KeyNotFound, ObjectStore, UnsafeFile
 
-INCOMING = "incoming"
-QUARANTINE = "quarantine"
-INVALID_TASK_DIR = "_invalid"
-"""Quarantine folder for files whose task folder is not a valid task name (check_name never accepts it)."""
+safe_file_name = layout.safe_file_name
 
 
 class IntakeError(Exception):
@@ -131,23 +116,6 @@ def _quarantined(key: str, task: str, file: str, batch_id: str, location: str, r
                         report=report, message=message)  # fmt: skip
 
 
-def safe_file_name(name: str) -> str:
-    """A user's file name made safe as the last part of a key: base name only, lower case, odd characters -> '_'.
-
-    ``"../My Data (v2).JSONL"`` -> ``"my_data_v2.jsonl"``; the result always passes :func:`check_name`.
-    """
-    base = re.split(r"[\\/]", name)[-1]
-    stem, ext = os.path.splitext(base)
-    stem = re.sub(r"\.{2,}", ".", re.sub(r"[^a-z0-9_.-]+", "_", stem.lower())).strip("._-") or "data"
-    ext = "." + re.sub(r"[^a-z0-9]+", "", ext.lower())[:12] if ext else ""
-    ext = "" if ext == "." else ext
-    return check_name("file", stem[: 64 - len(ext)].rstrip("._-") + ext)
-
-
-def batch_id_of(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:16]
-
-
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -168,7 +136,7 @@ class Intake:
 
     def register_task(self, spec: TaskSpec) -> TaskSpec:
         """Write ``tasks/<name>/task.json`` once; registering the same spec again is a no-op, a different one raises."""
-        key = f"tasks/{spec.name}/task.json"
+        key = layout.task_spec_key(spec.name)
         try:
             self.store.put_new(key, spec.model_dump_json(indent=2).encode("utf-8"))
             return spec
@@ -186,15 +154,15 @@ class Intake:
     def task_spec(self, name: str) -> TaskSpec:
         check_name("task", name)
         try:
-            return TaskSpec.model_validate_json(self.store.get(f"tasks/{name}/task.json"))
+            return TaskSpec.model_validate_json(self.store.get(layout.task_spec_key(name)))
         except KeyNotFound:
             raise UnknownTask(
-                f"task {name!r} is not registered (no tasks/{name}/task.json in {self.store.url}): register it with "
-                f"a task spec first; known tasks: {self.tasks() or 'none'}"
+                f"task {name!r} is not registered (no {layout.task_spec_key(name)} in {self.store.url}): register it "
+                f"with a task spec first; known tasks: {self.tasks() or 'none'}"
             ) from None
 
     def tasks(self) -> list[str]:
-        return [k.split("/")[1] for k in self.store.keys("tasks/") if re.fullmatch(r"tasks/[^/]+/task\.json", k)]
+        return [t for t in map(layout.task_of_spec_key, self.store.keys(layout.TASKS_PREFIX)) if t is not None]
 
     # --- the landing zone -----------------------------------------------------------------------------------------
 
@@ -236,7 +204,7 @@ class Intake:
             local = folder / ref
             if not local.is_file():
                 continue  # a content reference the task already holds
-            key = f"{INCOMING}/{spec.name}/{ref}"
+            key = layout.landed_key(spec.name, ref)
             if not self._put_same(key, local.read_bytes(), clash_ok=True):
                 raise IntakeError(
                     f"{key} already holds a different image, waiting for another data file; nothing was submitted: "
@@ -244,33 +212,25 @@ class Intake:
                 )
 
     def _land(self, task: str, file: str, data: bytes) -> str:
-        stem, ext = os.path.splitext(file)
-        suffixed = f"{stem[: 64 - len(ext) - 17]}-{batch_id_of(data)}{ext}"
-        for name in (file, suffixed):
-            key = f"{INCOMING}/{task}/{name}"
+        for name in (file, layout.suffixed_file_name(file, data)):
+            key = layout.landed_key(task, name)
             if self._put_same(key, data, clash_ok=True):
                 return key
         raise IntakeError(f"cannot land {file!r} for task {task!r}: {key} holds different bytes")  # sha256 clash
 
     def incoming(self, task: str | None = None) -> list[str]:
         """Keys waiting in the landing zone (of one task, or all)."""
-        prefix = f"{INCOMING}/{check_name('task', task)}/" if task is not None else f"{INCOMING}/"
-        return [k for k in self.store.keys(prefix) if not self._landed_image(k)]
-
-    @staticmethod
-    def _landed_image(key: str) -> bool:
-        """An image inside a task's landing folder: it waits for the data file that references it."""
-        return key.count("/") >= 2 and images.is_image_name(key)
+        return [k for k in self.store.keys(layout.landing_prefix(task)) if layout.is_waiting_data_file(k)]
 
     def landed_images(self, task: str) -> list[str]:
         """Image keys waiting in ``incoming/<task>/`` (taken by the data files that reference them)."""
-        return [k for k in self.store.keys(f"{INCOMING}/{check_name('task', task)}/") if self._landed_image(k)]
+        return [k for k in self.store.keys(layout.landing_prefix(task)) if layout.is_landed_image(k)]
 
     def orphaned_images(self, task: str | None = None) -> list[str]:
         """Landed images that no waiting data file of their task references (left by a quarantined file, or landed
         without their data file yet). Nothing removes them but you: they may be waiting for a corrected file."""
         tasks = [check_name("task", task)] if task is not None else sorted(
-            {k.split("/")[1] for k in self.store.keys(f"{INCOMING}/") if self._landed_image(k)})  # fmt: skip
+            {layout.landing_folder(k) for k in self.store.keys(layout.landing_prefix()) if layout.is_landed_image(k)})  # fmt: skip
         out: list[str] = []
         for t in tasks:
             try:
@@ -278,7 +238,7 @@ class Intake:
             except (UnknownTask, InvalidName):
                 continue
             wanted = self._waiting_refs(spec)
-            prefix = f"{INCOMING}/{t}/"
+            prefix = layout.landing_prefix(t)
             out += [k for k in self.landed_images(t) if k[len(prefix) :] not in wanted]
         return out
 
@@ -297,38 +257,37 @@ class Intake:
     def ingest_key(self, key: str) -> IngestResult:
         """Validate one landed file and move it: into a new batch, into quarantine, or away as a duplicate."""
         parts = key.split("/")
-        if len(parts) < 2 or parts[0] != INCOMING:
-            raise ValueError(f"{key!r} is not in the landing zone: expected {INCOMING}/<task>/<file>")
+        if len(parts) < 2 or not layout.in_landing_zone(key):
+            raise ValueError(f"{key!r} is not in the landing zone: expected {layout.INCOMING_PREFIX}<task>/<file>")
         try:
             data = self.store.get(key)
         except UnsafeFile as e:  # a link (or FIFO, device) in a local landing zone: never read, never copied
             return self._refuse_unsafe(key, e)
-        batch_id = batch_id_of(data)
+        batch_id = layout.batch_id(data)
         if len(parts) == 2:
             file = safe_file_name(parts[1])
-            message = f"file is not inside a task folder: put it under {INCOMING}/<task>/"
+            message = f"file is not inside a task folder: put it under {layout.INCOMING_PREFIX}<task>/"
             report = rejection_report("task_name", message, file=file, batch_id=batch_id)
-            return self._quarantine(key, INVALID_TASK_DIR, None, file, data, report)
+            return self._quarantine(key, None, file, data, report)
         task, file = parts[1], safe_file_name("_".join(parts[2:]))
         try:
             check_name("task", task)
         except InvalidName as e:
             report = rejection_report("task_name", str(e), file=file, batch_id=batch_id)
-            return self._quarantine(key, INVALID_TASK_DIR, None, file, data, report)
+            return self._quarantine(key, None, file, data, report)
         try:
             spec = self.task_spec(task)
         except UnknownTask as e:
             report = rejection_report("unknown_task", str(e), file=file, batch_id=batch_id, task=task)
-            return self._quarantine(key, task, task, file, data, report)
+            return self._quarantine(key, task, file, data, report)
 
-        batch_dir = f"tasks/{task}/batches/{batch_id}/"
-        if self.store.exists(batch_dir + "batch.json"):
+        if self.store.exists(layout.batch_manifest_key(task, batch_id)):
             return self._duplicate(key, task, file, data, batch_id)
 
         blobs: dict[str, bytes] = {}
         report, records, sides = self._validate(spec, file, data, batch_id, self._landing_image_reader(task), blobs)
         if not report.success:
-            return self._quarantine(key, task, task, file, data, report)
+            return self._quarantine(key, task, file, data, report)
         return self._accept(key, spec, file, data, batch_id, report, [r.example for r in records], sides, blobs)
 
     def check(self, task: str, path: str | os.PathLike[str], spec: TaskSpec | None = None) -> ValidationReport:
@@ -339,7 +298,7 @@ class Intake:
         data = path.read_bytes()
         reader = self._local_image_reader(task, path.parent.resolve())
         spec = spec if spec is not None else self.task_spec(task)
-        report, _, _ = self._validate(spec, safe_file_name(path.name), data, batch_id_of(data), reader)
+        report, _, _ = self._validate(spec, safe_file_name(path.name), data, layout.batch_id(data), reader)
         return report
 
     def _local_image_reader(self, task: str, folder: Path):
@@ -360,8 +319,8 @@ class Intake:
         ``incoming/<task>/<ref>``; None when neither exists."""
 
         def read(ref: str) -> bytes | None:
-            keys = [f"tasks/{task}/{ref}"] if images.is_content_ref(ref) else []
-            for key in [*keys, f"{INCOMING}/{task}/{ref}"]:
+            keys = [layout.task_image_key(task, ref)] if images.is_content_ref(ref) else []
+            for key in [*keys, layout.landed_key(task, ref)]:
                 try:
                     return self.store.get(key)
                 except KeyNotFound:
@@ -397,8 +356,8 @@ class Intake:
                     body = read(ref)
                     if body is None:
                         raise images.ImageProblem(
-                            f"image {ref!r} not found: it must sit beside the data file (in {INCOMING}/{task}/ of "
-                            f"the store, or in the data file's folder for `skillgraft submit`)"
+                            f"image {ref!r} not found: it must sit beside the data file (in "
+                            f"{layout.landing_prefix(task)} of the store, or in the data file's folder for `skillgraft submit`)"
                         )
                     suffix = images.inspect(body, ref)
                     content = images.content_ref(body, suffix)
@@ -498,14 +457,14 @@ class Intake:
         sides: list[Side],
         blobs: dict[str, bytes] | None = None,
     ) -> IngestResult:
-        batch_dir = f"tasks/{spec.name}/batches/{batch_id}/"
+        batch_dir = layout.batch_prefix(spec.name, batch_id)
         for ref, body in (blobs or {}).items():  # content-addressed: an image already stored is the same bytes
-            self._put_same(f"tasks/{spec.name}/{ref}", body, verify=True)
+            self._put_same(layout.task_image_key(spec.name, ref), body, verify=True)
         files = {
-            "train.jsonl": _jsonl(ex for ex, s in zip(examples, sides) if s == "train"),
-            "eval.jsonl": _jsonl(ex for ex, s in zip(examples, sides) if s == "eval"),
-            f"source/{file}": data,
-            "report.json": report.model_dump_json(indent=2).encode("utf-8"),
+            layout.split_file("train"): _jsonl(ex for ex, s in zip(examples, sides) if s == "train"),
+            layout.split_file("eval"): _jsonl(ex for ex, s in zip(examples, sides) if s == "eval"),
+            layout.source_file(file): data,
+            layout.report_file("json"): report.model_dump_json(indent=2).encode("utf-8"),
         }
         for name, body in files.items():
             self._put_same(batch_dir + name, body, verify=True)
@@ -514,7 +473,7 @@ class Intake:
             batch=ref,
             source=file,
             source_sha256=_sha256(data),
-            spec_sha256=_sha256(self.store.get(f"tasks/{spec.name}/task.json")),
+            spec_sha256=_sha256(self.store.get(layout.task_spec_key(spec.name))),
             files={n: FileEntry(sha256=_sha256(b), size=len(b)) for n, b in files.items()},
             report=ReportSummary(
                 success=True,
@@ -524,7 +483,8 @@ class Intake:
             ),
         )
         try:
-            self.store.put_new(batch_dir + "batch.json", manifest.model_dump_json(indent=2).encode("utf-8"))
+            body = manifest.model_dump_json(indent=2).encode("utf-8")
+            self.store.put_new(layout.batch_manifest_key(spec.name, batch_id), body)
         except KeyExists:  # accepted concurrently by another ingester
             return self._duplicate(key, spec.name, file, data, batch_id)
         self._remove_landed(key)
@@ -550,7 +510,7 @@ class Intake:
                 "the file was left in the landing zone"
             )
         self._remove_landed(key)
-        location = f"tasks/{task}/batches/{batch_id}/"
+        location = layout.batch_prefix(task, batch_id)
         return IngestResult(
             status="duplicate",
             key=key,
@@ -563,34 +523,27 @@ class Intake:
             f"nothing new to train, removed from the landing zone",
         )
 
-    def _quarantine(
-        self, key: str, folder: str, task: str | None, file: str, data: bytes, report: ValidationReport
-    ) -> IngestResult:
+    def _quarantine(self, key: str, task: str | None, file: str, data: bytes, report: ValidationReport) -> IngestResult:
+        """Move a rejected file to the quarantine folder of ``task`` (None: not in a valid task folder)."""
         batch_id = report.batch_id
-        location = f"{QUARANTINE}/{folder}/{batch_id}/"
+        location = layout.quarantine_prefix(task, batch_id)
         self._put_same(location + file, data, verify=True)
         self._write_report(location, report)
         self._remove_landed(key)
         message = f"{report.headline()}; batch {batch_id} moved to {location}, nothing deleted"
-        return _quarantined(key, task or folder, file, batch_id, location, report, message)
+        return _quarantined(key, task or layout.INVALID_TASK_DIR, file, batch_id, location, report, message)
 
     def _refuse_unsafe(self, key: str, err: UnsafeFile) -> IngestResult:
         """A landed entry that is not a plain file: a report in quarantine (no data: nothing was read), and the entry
         itself removed from the landing zone (a link is removed, never what it points to)."""
-        parts = key.split("/")
-        folder, task = INVALID_TASK_DIR, None
-        if len(parts) >= 3:
-            try:
-                folder = task = check_name("task", parts[1])
-            except InvalidName:
-                pass
-        file = safe_file_name(parts[-1])
-        batch_id = batch_id_of(f"unsafe-file:{key}".encode())  # nothing was read: the id names the entry
-        location = f"{QUARANTINE}/{folder}/{batch_id}/"
+        task = layout.landing_task(key)
+        file = safe_file_name(key.split("/")[-1])
+        batch_id = layout.batch_id(f"unsafe-file:{key}".encode())  # nothing was read: the id names the entry
+        location = layout.quarantine_prefix(task, batch_id)
         what = f"{key} is {err.what}" if err.at == key else f"{key} is reached through {err.at}, {err.what}"
         message = (
             f"{what}: links and special files in the landing zone are refused, never followed or read; put the file "
-            f"itself in {INCOMING}/<task>/ (or use `skillgraft submit`)"
+            f"itself in {layout.INCOMING_PREFIX}<task>/ (or use `skillgraft submit`)"
         )
         report = rejection_report("unsafe_file", message, file=file, batch_id=batch_id, task=task)
         self._write_report(location, report)
@@ -610,15 +563,14 @@ class Intake:
         body = report.model_dump_json(indent=2).encode("utf-8")
         n = 1
         while True:
-            stem = location + ("report" if n == 1 else f"report.{n}")
             try:
-                self.store.put_new(stem + ".json", body)
+                self.store.put_new(location + layout.report_file("json", n), body)
             except KeyExists:
-                if self.store.get(stem + ".json") == body:
+                if self.store.get(location + layout.report_file("json", n)) == body:
                     return
                 n += 1
                 continue
-            self._put_same(stem + ".html", report.to_html().encode("utf-8"), clash_ok=True)
+            self._put_same(location + layout.report_file("html", n), report.to_html().encode("utf-8"), clash_ok=True)
             return
 
     def _put_same(self, key: str, data: bytes, *, verify: bool = False, clash_ok: bool = False) -> bool:
@@ -645,7 +597,7 @@ class Intake:
         if taken:  # text-only files take nothing: don't read the waiting files for them
             taken -= self._waiting_refs(spec)
         for ref in sorted(taken):
-            self._remove_landed(f"{INCOMING}/{spec.name}/{ref}")
+            self._remove_landed(layout.landed_key(spec.name, ref))
 
     def _waiting_refs(self, spec: TaskSpec) -> set[str]:
         """The image references of the data files still waiting in the task's landing folder."""
@@ -674,16 +626,15 @@ class Intake:
     # --- accepted batches -----------------------------------------------------------------------------------------
 
     def _manifest(self, task: str, batch_id: str) -> BatchManifest:
-        return BatchManifest.model_validate_json(self.store.get(f"tasks/{task}/batches/{batch_id}/batch.json"))
+        return BatchManifest.model_validate_json(self.store.get(layout.batch_manifest_key(task, batch_id)))
 
     def batches(self, task: str) -> list[BatchRef]:
         """The accepted batches of a task, oldest first."""
         check_name("task", task)
-        pattern = re.compile(rf"tasks/{re.escape(task)}/batches/[0-9a-f]{{16}}/batch\.json")
         manifests = [
             BatchManifest.model_validate_json(self.store.get(k))
-            for k in self.store.keys(f"tasks/{task}/batches/")
-            if pattern.fullmatch(k)
+            for k in self.store.keys(layout.batches_prefix(task))
+            if layout.is_batch_manifest_key(task, k)
         ]
         return [m.batch for m in sorted(manifests, key=lambda m: (m.created_at, m.batch.batch_id))]
 
@@ -693,14 +644,14 @@ class Intake:
             raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
         check_name("task", batch.task)
         manifest = self._manifest(batch.task, batch.batch_id)
-        name = f"{split}.jsonl"
-        key = f"tasks/{batch.task}/batches/{batch.batch_id}/{name}"
+        name = layout.split_file(split)
+        key = layout.split_key(batch.task, batch.batch_id, split)
         data = self.store.get(key)
         entry = manifest.files[name]
         if len(data) != entry.size or _sha256(data) != entry.sha256:
             raise BatchCorrupted(
-                f"{key} does not match its checksum in batch.json (sha256 {_sha256(data)[:12]}..., expected "
-                f"{entry.sha256[:12]}...): the stored batch was modified; restore it or re-submit the source file"
+                f"{key} does not match its checksum in {layout.BATCH_MANIFEST} (sha256 {_sha256(data)[:12]}..., "
+                f"expected {entry.sha256[:12]}...): the stored batch was modified; restore it or re-submit the source file"
             )
         return [Example.model_validate_json(line) for line in data.decode("utf-8").splitlines() if line]
 
@@ -708,7 +659,7 @@ class Intake:
         """The bytes of an accepted image (a content reference from a split), checked against their sha256."""
         check_name("task", task)
         images.content_hash(ref)  # only content references are read from the store: nothing else becomes a key
-        key = f"tasks/{task}/{ref}"
+        key = layout.task_image_key(task, ref)
         data = self.store.get(key)
         if _sha256(data) != images.content_hash(ref):
             raise BatchCorrupted(

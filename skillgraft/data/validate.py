@@ -20,7 +20,6 @@ become a report with rule ``parse`` (see :func:`parse_failure_report`); no GX ru
 
 from __future__ import annotations
 
-import hashlib
 import html
 import os
 import re
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
+from skillgraft import layout
 from skillgraft.data.io import DataError, Record, read_records
 from skillgraft.data.spec import TaskSpec
 from skillgraft.data.split import Side, assign_sides, example_key
@@ -393,7 +393,7 @@ def validate_file(
     """Read, split and validate one file for ``spec``'s task; a :class:`DataError` becomes the report, never raised."""
     data = bytes(source) if isinstance(source, (bytes, bytearray, memoryview)) else Path(source).read_bytes()
     name = name or Path(str(source)).name
-    batch_id = hashlib.sha256(data).hexdigest()[:16]
+    batch_id = layout.batch_id(data)
     try:
         records = read_records(data, name, answer_type=spec.answer_type)
     except DataError as e:
