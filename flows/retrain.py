@@ -10,19 +10,21 @@ after what happened (``demo-count-promoted``), so the UI's run list tells the st
 from __future__ import annotations
 
 from prefect import flow
+from prefect.states import Completed
 from prefect.runtime import flow_run
 from pydantic import BaseModel
 
 from skillgraft.config import SkillgraftConfig, load_config
 from skillgraft.evaluate import RegressionReport
 from skillgraft.gate import Decision
+from skillgraft.promotion import promote_checked
 from tasks import review
 from tasks import steps as t
 
 
 class RetrainOutcome(BaseModel):
     model: str
-    status: str  # promoted | rejected | rolled-back | superseded | check-failed | no-new-data | data-rejected
+    status: str  # promoted | rejected | rolled-back | rollback-skipped | superseded | check-failed | no-new-data | data-rejected
     candidate: str | None = None
     champion: str | None = None
     decision: Decision | None = None
@@ -66,7 +68,14 @@ def retrain(
     review.rename_flow_run(review.run_name(cfg.model, task, outcome.tasks, outcome.status))
     champion = f": champion of {cfg.model} is {outcome.champion}" if outcome.champion else ""
     print(outcome.status + champion + "".join(f"\n- {note}" for note in outcome.notes))
-    return outcome
+    # a named Completed state: the run list tells a promotion from a rejection without opening the run; calling
+    # retrain() still returns the RetrainOutcome (Prefect hands back the state's data)
+    return Completed(name=state_name(outcome.status), message=outcome.status + champion, data=outcome)
+
+
+def state_name(status: str) -> str:
+    """``rolled-back`` → ``RolledBack``: the outcome as a Prefect state name."""
+    return "".join(part.capitalize() for part in status.split("-"))
 
 
 def teach(cfg: SkillgraftConfig, task: str | None, bootstrap: bool) -> RetrainOutcome:
@@ -90,18 +99,12 @@ def teach(cfg: SkillgraftConfig, task: str | None, bootstrap: bool) -> RetrainOu
         t.reject(cfg, cand, decision)
         out.champion = cand.parent
         return out
-    promoted = t.promote(cfg, cand, decision)
-    out.champion = promoted.champion
-    if not promoted.promoted:
-        out.status, out.notes = "superseded", [promoted.reason]
-        return out
-    check = t.post_promotion_check(cfg, cand.candidate.version, promoted.previous)
-    if not check.ok and promoted.previous is None:
-        out.status, out.notes = "check-failed", [*check.reasons, "no earlier champion to roll back to"]
-        return out
-    if not check.ok:
-        out.champion = t.rollback(cfg, check, promoted.previous)
-        out.status, out.notes = "rolled-back", check.reasons
-        return out
-    out.status = "promoted"
+    settled = promote_checked(
+        lambda: t.promote(cfg, cand, decision),
+        lambda version, previous: t.post_promotion_check(cfg, version, previous),
+        lambda check, to: t.rollback(cfg, check, to),
+    )
+    out.status, out.champion = settled.status, settled.champion
+    if settled.notes:
+        out.notes = settled.notes
     return out

@@ -29,6 +29,7 @@ from skillgraft.models import (
     snapshot_files,
     state_dict_sha256,
 )
+from skillgraft.promotion import CheckResult, PromotionResult, settle
 from skillgraft.refs import BaseRef, BatchRef, Manifest, VersionRef
 from skillgraft.registry import BaseMismatch, ChampionPointer, PromotionConflict, Registry
 from skillgraft.store import ObjectStore
@@ -441,13 +442,6 @@ def gate(store: ObjectStore, cfg: SkillgraftConfig, cand: CandidateInfo, report:
     return decision
 
 
-class PromotionResult(BaseModel):
-    promoted: bool
-    champion: str | None
-    previous: str | None
-    reason: str
-
-
 def promote(store: ObjectStore, cfg: SkillgraftConfig, cand: CandidateInfo, decision: Decision) -> PromotionResult:
     """Move the champion pointer to the candidate — only if it still points where it did when training started."""
     reg = Registry(store, cfg.model)
@@ -497,7 +491,7 @@ def post_promotion_check(store: ObjectStore, cfg: SkillgraftConfig, version: str
     except Exception as e:  # noqa: BLE001 - any failure to load the champion back is exactly what this check catches
         return CheckResult(ok=False, version=version, reasons=[f"champion {version} could not be loaded back from {store.url}: {e}"], scores={})  # fmt: skip
     if not smoke:
-        return CheckResult(ok=True, version=version, scores={},
+        return CheckResult(ok=True, version=version, scores={}, smoke=False,
                            reasons=["loaded back from the store, checksums verified; smoke evaluation skipped"])  # fmt: skip
     try:
         metrics = RegressionReport.model_validate_json(reg.read_attachment(version, layout.METRICS))
@@ -576,22 +570,27 @@ def finish_interrupted(store: ObjectStore, cfg: SkillgraftConfig) -> Resumed:
     if unchecked is None:
         return out
     v = unchecked.version
-    check = check_champion(store, cfg, v)
-    record_check(store, cfg, check)
-    if check.ok:
-        out.notes.append(f"champion {v} had not been checked after its promotion (an earlier run stopped): checked "
-                         f"now, passed")  # fmt: skip
-        return out
-    if unchecked.previous is None:
+
+    def check(version: str, _previous: str | None) -> CheckResult:
+        got = check_champion(store, cfg, version)
+        record_check(store, cfg, got)
+        return got
+
+    settled = settle(v, unchecked.previous, check, lambda c, to: auto_rollback(store, cfg, c, to).version)
+    out.champion = settled.champion
+    why = "; ".join(settled.check.reasons) if settled.check else ""
+    first = f"champion {v} had not been checked after its promotion"
+    if settled.status == "promoted":
+        out.notes.append(f"{first} (an earlier run stopped): checked now, passed")
+    elif settled.status == "check-failed":
         out.stop = True
-        out.notes.append(f"champion {v} had not been checked after its promotion; the check run now failed "
-                         f"({'; '.join(check.reasons)}) and there is no earlier champion to roll back to. Nothing was "
-                         f"trained (the waiting data stays waiting); promote a good version, or fix {v}")  # fmt: skip
-        return out
-    rolled = auto_rollback(store, cfg, check, unchecked.previous)
-    out.champion = rolled.version
-    out.notes.append(f"champion {v} had not been checked after its promotion; the check run now failed "
-                     f"({'; '.join(check.reasons)}): rolled back to {rolled.version}")  # fmt: skip
+        out.notes.append(f"{first}; the check run now failed ({why}) and there is no earlier champion to roll back "
+                         f"to. Nothing was trained (the waiting data stays waiting); promote a good version, or fix {v}")  # fmt: skip
+    elif settled.status == "rollback-skipped":
+        out.notes.append(f"{first}; the check run now failed ({why}), but the champion moved on to "
+                         f"{settled.champion} meanwhile: not rolled back")  # fmt: skip
+    else:
+        out.notes.append(f"{first}; the check run now failed ({why}): rolled back to {settled.champion}")
     return out
 
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from prefect.client.orchestration import get_client
 import yaml
 
 from skillgraft import demo
@@ -63,7 +64,13 @@ def run_flow(**params):
 
     state = retrain(return_state=True, **params)
     assert state.is_completed(), state
-    return state.result(), state.state_details.flow_run_id
+    outcome = state.result()
+    # the outcome is the final state's name, in the API as the UI's run list shows it
+    named = {"promoted": "Promoted", "rejected": "Rejected", "rolled-back": "RolledBack", "superseded": "Superseded",
+             "check-failed": "CheckFailed", "no-new-data": "NoNewData", "data-rejected": "DataRejected"}
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(state.state_details.flow_run_id).state.name == named[outcome.status]
+    return outcome, state.state_details.flow_run_id
 
 
 @pytest.fixture(scope="module")

@@ -270,36 +270,6 @@ def history(
 # --- promote --------------------------------------------------------------------------------------------------------
 
 
-def gate_refusal(reg: Registry, version: str, current: ChampionPointer | None) -> str | None:
-    """Why ``version``'s stored gate decision does not allow promoting it over ``current`` (None: it does).
-
-    The decision must exist, be for this version, say promote, and have been made against the current champion
-    (``base`` when there is none): a decision against an older champion says nothing about the current one.
-    """
-    from pydantic import ValidationError
-
-    from skillgraft.gate import Decision
-    from skillgraft.store import KeyNotFound
-
-    try:
-        decision = Decision.model_validate_json(reg.read_attachment(version, layout.DECISION))
-    except KeyNotFound:
-        return f"{version} has no stored gate decision ({layout.DECISION}): it was never gated"
-    except ValidationError as e:
-        return f"{version}'s {layout.DECISION} is unreadable ({e.errors()[0]['msg']})"
-    now = current.version if current else "base"
-    if decision.candidate != version:
-        return f"{version}'s {layout.DECISION} is about {decision.candidate}, not {version}"
-    if not decision.promote:
-        return f"the gate rejected {version} against {decision.champion}: {decision.summary()}"
-    if decision.champion != now:
-        return (
-            f"{version} was gated against {decision.champion}, but the champion is now {now}: the decision says "
-            f"nothing about {now} (retrain from {now}, or evaluate {version} against it)"
-        )
-    return None
-
-
 @app.command()
 def promote(
     version: Annotated[str, typer.Argument(help="the version to make champion")],
@@ -320,6 +290,9 @@ def promote(
     stored decision must say promote and must have been made against the current champion. Afterwards the champion
     is loaded back from the store and smoke-tested, and rolled back on failure (--no-check skips this).
     """
+    from skillgraft import steps
+    from skillgraft.promotion import PromotionResult, gate_refusal, promote_checked
+
     cfg, st, reg = _open(config, store, model)
     with _errors():
         reg.manifest(version)  # unknown (exit 1) or incomplete / unreadable (exit 5) before any gate message
@@ -330,49 +303,63 @@ def promote(
         if refusal and not force:
             fail(f"refusing to promote {version}: {refusal}. Pass --force to promote it anyway (recorded in the "
                  f"history as forced); nothing was changed", EXIT_REFUSED)  # fmt: skip
-        why = f"{reason}; forced past the gate: {refusal}" if refusal else f"{reason}; gate decision: promote"
-        pointer = reg.promote(version, reason=why, expected_etag=etag, force=force)
-    console.print(f"champion of {escape(cfg.model)}: {_show(current)} → [bold]{pointer.version}[/]"
-                  + (" (forced)" if force else ""))  # fmt: skip
-    if not check:
-        from skillgraft import steps
+    why = f"{reason}; forced past the gate: {refusal}" if refusal else f"{reason}; gate decision: promote"
 
+    def move() -> PromotionResult:
+        with _errors():
+            pointer = reg.promote(version, reason=why, expected_etag=etag, force=force)
+        console.print(f"champion of {escape(cfg.model)}: {_show(current)} → [bold]{pointer.version}[/]"
+                      + (" (forced)" if force else ""))  # fmt: skip
+        return PromotionResult(promoted=True, champion=pointer.version, previous=pointer.previous, reason=why)
+
+    settled = promote_checked(move, _checker(cfg, st) if check else None, _rollbacker(cfg, st))
+    if not check:
         with _errors():
             steps.record_check(st, cfg, steps.CheckResult(ok=True, version=version, scores={},
                                                           reasons=["skipped: promoted with --no-check"]), skipped=True)  # fmt: skip
         return
-    _check_or_roll_back(cfg, st, reg, version, previous=pointer.previous)
+    _report_settled(settled)
 
 
-def _check_or_roll_back(cfg: SkillgraftConfig, st: ObjectStore, reg: Registry, version: str, *, previous: str | None) -> None:
+def _checker(cfg: SkillgraftConfig, st: ObjectStore):
+    """The post-promotion check as the CLI runs it: smoke-tested against the gate's scores when the version has them
+    (a forced promotion of a version the gate never scored is only loaded back), recorded in the history."""
     from skillgraft import steps
-    from skillgraft.registry import PromotionConflict
-    from skillgraft.store import KeyNotFound
 
-    try:  # a version the gate scored is smoke-tested against those scores; one it never scored (forced) can't be
-        reg.read_attachment(version, layout.METRICS)
-        smoke = True
-    except KeyNotFound:
-        smoke = False
-    result = steps.post_promotion_check(st, cfg, version, smoke=smoke)
-    with _errors():
-        steps.record_check(st, cfg, result)
-    if result.ok:
-        note = "" if smoke else " (no gate scores to compare with: load-back only)"
-        console.print(f"post-promotion check passed{note}: {escape('; '.join(result.reasons))}", soft_wrap=True)
-        return
+    def check(version: str, _previous: str | None):
+        result = steps.check_champion(st, cfg, version)
+        with _errors():
+            steps.record_check(st, cfg, result)
+        return result
+
+    return check
+
+
+def _rollbacker(cfg: SkillgraftConfig, st: ObjectStore):
+    from skillgraft import steps
+
+    def rollback(result, to: str) -> str:  # a PromotionConflict goes up to settle(): the newer promotion stands
+        return steps.auto_rollback(st, cfg, result, to).version
+
+    return rollback
+
+
+def _report_settled(settled) -> None:
+    """One line for how the check ended; exit 6 (EXIT_CHECK_FAILED) unless it passed."""
+    version, result = settled.version, settled.check
     reasons = "; ".join(result.reasons)
-    if previous is None:
+    if settled.status == "promoted":
+        note = "" if result.smoke else " (no gate scores to compare with: load-back only)"
+        console.print(f"post-promotion check passed{note}: {escape(reasons)}", soft_wrap=True)
+        return
+    if settled.status == "check-failed":
         fail(f"post-promotion check of {version} failed: {reasons}. There is no earlier champion to roll back to: "
              f"{version} stays champion; fix or promote another version", EXIT_CHECK_FAILED)  # fmt: skip
-    with _errors():
-        try:
-            pointer = steps.auto_rollback(st, cfg, result, previous)
-        except PromotionConflict as e:
-            fail(f"post-promotion check of {version} failed ({reasons}), but the champion moved meanwhile, so it was "
-                 f"not rolled back: {e}", EXIT_CHECK_FAILED)  # fmt: skip
+    if settled.status == "rollback-skipped":
+        fail(f"post-promotion check of {version} failed ({reasons}), but the champion moved meanwhile, so it was "
+             f"not rolled back: {settled.notes[-1].removeprefix('not rolled back: ')}", EXIT_CHECK_FAILED)  # fmt: skip
     fail(f"post-promotion check of {version} failed: {reasons}. Rolled back automatically: champion is "
-         f"{pointer.version} again; nothing was deleted", EXIT_CHECK_FAILED)  # fmt: skip
+         f"{settled.champion} again; nothing was deleted", EXIT_CHECK_FAILED)  # fmt: skip
 
 
 # --- rollback -------------------------------------------------------------------------------------------------------
@@ -419,8 +406,10 @@ def check(
     with _errors():
         pointer = reg.require_champion()
         previous = pointer.previous if pointer.action == "promote" else None
+    from skillgraft.promotion import settle
+
     console.print(f"checking champion {pointer.version} of {escape(cfg.model)}")
-    _check_or_roll_back(cfg, st, reg, pointer.version, previous=previous)
+    _report_settled(settle(pointer.version, previous, _checker(cfg, st), _rollbacker(cfg, st)))
 
 
 @app.command()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from prefect.client.orchestration import get_client
 import yaml
 
 from skillgraft import demo
@@ -37,7 +38,13 @@ def run(**params):
 
     state = retrain(return_state=True, **params)
     assert state.is_completed(), state
-    return state.result(), state.state_details.flow_run_id
+    outcome = state.result()
+    # the outcome is the final state's name, in the API as the UI's run list shows it
+    named = {"promoted": "Promoted", "rejected": "Rejected", "rolled-back": "RolledBack", "superseded": "Superseded",
+             "check-failed": "CheckFailed", "no-new-data": "NoNewData", "data-rejected": "DataRejected"}
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(state.state_details.flow_run_id).state.name == named[outcome.status]
+    return outcome, state.state_details.flow_run_id
 
 
 def flow_run_name(flow_run_id) -> str:
