@@ -554,7 +554,7 @@ class Intake:
                 fate = f"the {err.what.removeprefix('a ')} was removed from the landing zone"
         else:
             fate = f"it was left in place: remove {err.at} by hand"
-        return _quarantined(key, task or folder, file, batch_id, location, report,
+        return _quarantined(key, task or layout.INVALID_TASK_DIR, file, batch_id, location, report,
                             f"{message}; nothing was copied, {fate}; report in {location}")  # fmt: skip
 
     def _write_report(self, location: str, report: ValidationReport) -> None:

@@ -80,6 +80,21 @@ def test_cli_ingest_refuses_a_linked_file_and_a_linked_folder_and_copies_nothing
     assert all("symbolic link" in r["problems"][0] for r in reports)
 
 
+def test_a_link_outside_any_task_folder_is_refused_into_the_invalid_quarantine(intake: Intake, tmp_path: Path) -> None:
+    outside = tmp_path / "outside.jsonl"
+    outside.write_bytes(_jsonl(_good_rows()))
+    root = intake.store.root
+    (root / "incoming/Bad Task").mkdir(parents=True)
+    os.symlink(outside, root / "incoming/stray.jsonl")
+    os.symlink(outside, root / "incoming/Bad Task/evil.jsonl")
+
+    results = intake.ingest()
+
+    assert [(r.status, r.task) for r in results] == [("quarantined", "_invalid")] * 2
+    assert all(r.location.startswith("quarantine/_invalid/") and "nothing was copied" in r.message for r in results)
+    assert intake.incoming() == [] and outside.read_bytes() == _jsonl(_good_rows())
+
+
 def test_an_image_behind_a_linked_folder_is_refused_not_read(intake: Intake, tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
