@@ -3,11 +3,15 @@
 Fail-closed: with no regression limit configured nothing is promoted, and a candidate not scored on every task the
 champion knows is rejected.
 
-Checks, each a reason line (``ok ...``, ``FAIL ...``, or ``warn ...`` which informs and never decides):
+Checks, each a :class:`~skillgraft.schemas.gate.Check` record on the decision (what was checked, the value seen, the
+limit, passed or not, why) and a reason line (``ok ...``, ``FAIL ...``, or ``warn ...`` which informs and never
+decides). The records are the one account of the verdict: the regression and decision artifacts, the model card and
+the command line render them and recompute no threshold.
 
 * every new task gains at least ``min_gain``;
 * no old task drops by more than ``max_drop`` — with ``significance`` on, a drop counts only when it is also unlikely
   to be noise, judged per example on the paired results of champion and candidate (``TaskScore.correct``);
+* every guard set stays within its tolerance against the champion and against the base;
 * drift probes on old-task prompts (:mod:`skillgraft.probe`), each off unless its limit is set: rise of number-token
   mass (``max_bias_increase``), rise of mass on the new tasks' answer tokens (``max_answer_mass_increase``), mean
   KL(champion ‖ candidate) (``max_kl``);
@@ -22,7 +26,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from skillgraft.schemas.gate import Decision, GatePolicy
+from skillgraft.schemas.gate import Check, Decision, GatePolicy
 from skillgraft.schemas.report import RegressionReport, SuiteRow, TaskScore
 
 
@@ -118,47 +122,45 @@ def split_warning(row: SuiteRow, n: int, policy: GatePolicy) -> str | None:
 
 def decide(report: RegressionReport, policy: GatePolicy, *, required_tasks: list[str] | None = None) -> Decision:
     """Promote when every new task gains ≥ ``min_gain``, no old task drops by more than ``max_drop`` (and, with
-    ``significance`` on, significantly), and every drift probe with a limit stays within it.
+    ``significance`` on, significantly), every guard stays within its tolerance, and every drift probe with a limit
+    stays within it. Each check is a :class:`~skillgraft.schemas.gate.Check` on the decision.
 
     ``required_tasks``: every task the champion knows; a candidate missing any of them is rejected.
     """
-    ok: list[str] = []
-    bad: list[str] = []
-    warn: list[str] = []
 
-    def done(promote: bool, reasons: list[str]) -> Decision:
-        return Decision(
-            promote=promote, reasons=reasons, champion=report.champion, candidate=report.candidate, policy=policy
-        )
+    def done(checks: list[Check]) -> Decision:
+        return Decision.from_checks(checks, champion=report.champion, candidate=report.candidate, policy=policy)
 
     if policy.max_drop is None:
-        return done(False, ["no regression limit (max_drop) configured: refusing to promote"])
+        return done([_refusal("max_drop", "no regression limit (max_drop) configured: refusing to promote")])
     scored = {r.task for r in report.rows}
     if missing := sorted(set(required_tasks or []) - scored):
-        return done(False, [f"candidate was not evaluated on {missing}"])
+        return done([_refusal("coverage", f"candidate was not evaluated on {missing}")])
     new_rows = [r for r in report.rows if r.new]
     if not new_rows:
-        return done(False, ["no new task in the report: nothing to gain"])
-    for r in new_rows:
-        need = policy.min_gain or 0.0
-        line = f"new task '{r.task}': {r.champion:.3f} → {r.candidate:.3f} ({r.delta:+.3f}, needs ≥ {need:+.3f})"
-        (ok if r.delta >= need - 1e-12 else bad).append(line)
+        return done([_refusal("new tasks", "no new task in the report: nothing to gain")])
+    checks = [_new_task(r, policy) for r in new_rows]
     for r in report.rows:
         if r.new:
             continue
-        if r.guard:
-            _guard(r, policy, ok, bad)
-            continue
-        _old_task(r, report, policy, ok, bad, warn)
-    _probes(report, policy, ok, bad)
-    warnings = [f"warn {line}" for line in warn]
-    if bad:
-        return done(False, [f"FAIL {line}" for line in bad] + [f"ok {line}" for line in ok] + warnings)
-    return done(True, [f"ok {line}" for line in ok] + warnings)
+        checks.extend([_guard(r, policy)] if r.guard else _old_task(r, report, policy))
+    checks.extend(_probes(report, policy))
+    return done(checks)
 
 
-def _old_task(r: SuiteRow, report: RegressionReport, policy: GatePolicy, ok: list[str], bad: list[str],
-              warn: list[str]) -> None:  # fmt: skip
+def _refusal(subject: str, why: str) -> Check:
+    return Check(kind="precondition", subject=subject, passed=False, why=why)
+
+
+def _new_task(r: SuiteRow, policy: GatePolicy) -> Check:
+    need = policy.min_gain or 0.0
+    line = f"new task '{r.task}': {r.champion:.3f} → {r.candidate:.3f} ({r.delta:+.3f}, needs ≥ {need:+.3f})"
+    return Check(kind="new", subject=r.task, task=r.task, observed=r.delta, limit=need, bound="min",
+                 passed=r.delta >= need - 1e-12, why=line)  # fmt: skip
+
+
+def _old_task(r: SuiteRow, report: RegressionReport, policy: GatePolicy) -> list[Check]:
+    """The old task's check, and a warning after it when its eval split is too small for ``max_drop``."""
     assert policy.max_drop is not None
     line = f"old task '{r.task}': {r.champion:.3f} → {r.candidate:.3f} ({r.delta:+.3f}, limit −{policy.max_drop:.3f})"
     over = -r.delta > policy.max_drop + 1e-12
@@ -172,71 +174,58 @@ def _old_task(r: SuiteRow, report: RegressionReport, policy: GatePolicy, ok: lis
         if over and noise:
             line += f" ≥ alpha {policy.alpha:g}: not told from noise"
         over = over and not noise
-    (bad if over else ok).append(line)
+    out = [Check(kind="old", subject=r.task, task=r.task, observed=r.delta, limit=-policy.max_drop, bound="min",
+                 p_value=pair.p_value if pair is not None else None, passed=not over, why=line)]  # fmt: skip
     n = pair.n if pair is not None else (len(a.correct) if a is not None and a.correct else r.n)
     if (w := split_warning(r, n, policy)) is not None:
-        warn.append(w)
+        out.append(Check(kind="warning", subject=r.task, task=r.task, passed=True, why=w))
+    return out
 
 
-def _guard(r: SuiteRow, policy: GatePolicy, ok: list[str], bad: list[str]) -> None:
+def _guard(r: SuiteRow, policy: GatePolicy) -> Check:
     """A guard may drop by at most its tolerance against the champion, and against the base when its base score is
-    known (so a lineage cannot lose a base ability a little at a time)."""
+    known (so a lineage cannot lose a base ability a little at a time). Observed: the worse of the two changes."""
     tol = r.tolerance if r.tolerance is not None else policy.guard_max_drop
     base = f", base {r.base:.3f}" if r.base is not None else ""
     line = f"guard '{r.task}': {r.champion:.3f} → {r.candidate:.3f} ({r.delta:+.3f}{base}, limit −{tol:.3f})"
     worst = min(r.delta, r.candidate - r.base) if r.base is not None else r.delta
-    (bad if -worst > tol + 1e-12 else ok).append(line)
+    return Check(kind="guard", subject=r.task, task=r.task, observed=worst, limit=-tol, bound="min",
+                 passed=-worst <= tol + 1e-12, why=line)  # fmt: skip
 
 
-def row_verdicts(report: RegressionReport, policy: GatePolicy) -> dict[str, bool]:
-    """Whether each row of ``report`` passes its own check of :func:`decide` (the same lines, the same tolerance and
-    significance test), for tables that show a pass/fail column beside the decision."""
-    out: dict[str, bool] = {}
-    for r in report.rows:
-        ok: list[str] = []
-        bad: list[str] = []
-        if r.new:
-            need = policy.min_gain or 0.0
-            out[r.task] = r.delta >= need - 1e-12
-            continue
-        if policy.max_drop is None:
-            out[r.task] = False
-            continue
-        if r.guard:
-            _guard(r, policy, ok, bad)
-        else:
-            _old_task(r, report, policy, ok, bad, [])
-        out[r.task] = not bad
-    return out
-
-
-def _probes(report: RegressionReport, policy: GatePolicy, ok: list[str], bad: list[str]) -> None:
+def _probes(report: RegressionReport, policy: GatePolicy) -> list[Check]:
     p = report.probe
     limits = [
         ("number-token mass on old prompts", policy.max_bias_increase, "rise"),
         ("mass on the new tasks' answer tokens on old prompts", policy.max_answer_mass_increase, "rise"),
         ("mean KL(champion ‖ candidate) on old prompts", policy.max_kl, "kl"),
     ]
+    out: list[Check] = []
     for i, (what, limit, kind) in enumerate(limits):
         if limit is None:
             continue
+
+        def check(passed: bool, why: str, observed: float | None = None) -> Check:
+            return Check(kind="drift", subject=what, observed=observed, limit=limit, bound="max", passed=passed,
+                         why=why)  # fmt: skip
+
         if p is None:
             if not any(not r.new for r in report.rows):  # a first training (bootstrap): nothing to drift from
-                ok.append(f"{what}: no old tasks, nothing to drift from")
+                out.append(check(True, f"{what}: no old tasks, nothing to drift from"))
             else:
-                bad.append(f"{what}: limit set but no old-task prompts to probe")
+                out.append(check(False, f"{what}: limit set but no old-task prompts to probe"))
             continue
         if kind == "kl":
             if p.kl is None:
-                bad.append(f"{what}: limit set but the report has no KL probe")
+                out.append(check(False, f"{what}: limit set but the report has no KL probe"))
                 continue
-            line = f"{what}: {p.kl:.4f} nats (limit {limit:.4f})"
-            (bad if p.kl > limit + 1e-12 else ok).append(line)
+            out.append(check(p.kl <= limit + 1e-12, f"{what}: {p.kl:.4f} nats (limit {limit:.4f})", p.kl))
             continue
         before, after = (p.champion, p.candidate) if i == 0 else (p.answer_champion, p.answer_candidate)
         if before is None or after is None:
-            bad.append(f"{what}: limit set but the report has no answer-token probe (no new-task answers)")
+            out.append(check(False, f"{what}: limit set but the report has no answer-token probe (no new-task answers)"))
             continue
         rise = after - before
-        line = f"{what}: {before:.4f} → {after:.4f} ({rise:+.4f}, limit +{limit:.4f})"
-        (bad if rise > limit + 1e-12 else ok).append(line)
+        out.append(check(rise <= limit + 1e-12, f"{what}: {before:.4f} → {after:.4f} ({rise:+.4f}, limit +{limit:.4f})",
+                         rise))  # fmt: skip
+    return out

@@ -626,7 +626,8 @@ def model_card(reg: Registry, cand: CandidateInfo, report: RegressionReport, dec
         )
     if m.search is not None:
         lines += ["", "## Search", "", m.search.markdown()]
-    lines += ["", "## Regression suite", "", report.markdown(), "", "## Decision", "", decision.markdown(), ""]
+    verdicts = decision.task_verdicts([r.task for r in report.rows])  # the gate's checks, never recomputed here
+    lines += ["", "## Regression suite", "", report.markdown(verdicts), "", "## Decision", "", decision.markdown(), ""]
     return "\n".join(lines)
 
 

@@ -5,7 +5,7 @@ stable keys (``artifact_key(model, what)``), so each kind of artifact is version
 
     <model>-data-validation   table: every file, every rule          <model>-data-rejected  what to fix, where it went
     <model>-training          recipe, trainable params, time, device, the loss curve (PNG data URL, inline)
-    <model>-regression        table: per task champion, candidate, delta, pass
+    <model>-regression        table: per task champion, candidate, delta, pass (the gate's checks of it)
     <model>-decision          the gate's verdict, reasons, the version's location, what happens next
     <model>-model-card        the model card's text             <model>-model-card-link  link to card.md in the store
     <model>-post-check        the post-promotion smoke check     <model>-rollback       what was rolled back and why
@@ -140,9 +140,39 @@ def data_rejected_markdown(rejected: list[IngestResult]) -> str:
     return "\n".join(lines)
 
 
+def regression_table(report: RegressionReport, decision: Decision) -> list[dict]:
+    """The regression table artifact: one row per task of the suite, its ``pass`` (None: not judged) and ``gate``
+    line taken from the decision's checks of that task."""
+    rows = []
+    for r in report.rows:
+        checks = decision.task_checks(r.task)
+        failed = [c for c in checks if not c.passed]
+        rows.append({
+            "task": r.task, "kind": r.kind, "n": r.n, "champion": round(r.champion, 4),
+            "candidate": round(r.candidate, 4), "delta": round(r.delta, 4),
+            "base": round(r.base, 4) if r.base is not None else None, "pass": decision.task_verdict(r.task),
+            "gate": "; ".join(c.why for c in (failed or checks)) or "not judged: " + decision.summary(),
+        })  # fmt: skip
+    return rows
+
+
+def regression_summary(report: RegressionReport, decision: Decision) -> str:
+    """The regression artifact's one-line description, from the same checks as its rows."""
+    verdicts = decision.task_verdicts([r.task for r in report.rows])
+    failed = [t for t, passed in verdicts.items() if passed is False]
+    if failed:
+        verdict = f"failed on {', '.join(failed)}"
+    elif any(passed is None for passed in verdicts.values()):
+        verdict = f"not judged: {decision.summary()}"
+    else:
+        verdict = f"all {len(verdicts)} tasks pass"
+    return f"Regression suite, {report.candidate} vs {report.champion}: {verdict}"
+
+
 def decision_markdown(decision: Decision, report: RegressionReport, where: str, policy_note: str) -> str:
+    verdicts = decision.task_verdicts([r.task for r in report.rows])
     lines = [f"# Decision: {decision.verdict}", "", decision.markdown(), "", "## Regression suite", "",
-             report.markdown(), "", f"Version stored at `{where}`", ""]  # fmt: skip
+             report.markdown(verdicts), "", f"Version stored at `{where}`", ""]  # fmt: skip
     if decision.promote:
         lines += ["## Next", "",
                   (f"`{decision.candidate}` will be promoted over `{decision.champion}`, then re-checked after "

@@ -97,16 +97,21 @@ def _quiet_prefect_tracebacks() -> None:
                 handler.addFilter(_NoTraceback())
 
 
+_GATE_CELL = {True: "[green]pass[/]", False: "[red]FAIL[/]", None: "—"}
+
+
 def print_outcome(outcome) -> None:
     if outcome.report is not None:
         r = outcome.report
+        d = outcome.decision
         table = Table(title=f"Regression suite — candidate {r.candidate} vs champion {r.champion}")
-        for col in ("task", "kind", "n", "champion", "candidate", "delta"):
-            table.add_column(col, justify="right" if col not in ("task", "kind") else "left")
+        for col in ("task", "kind", "n", "champion", "candidate", "delta", *(("gate",) if d is not None else ())):
+            table.add_column(col, justify="right" if col not in ("task", "kind", "gate") else "left")
         for row in r.rows:
             color = "green" if row.delta >= 0 else "red"
+            gate = [] if d is None else [_GATE_CELL[d.task_verdict(row.task)]]  # the gate's own checks of the row
             table.add_row(row.task, row.kind, str(row.n), f"{row.champion:.3f}",
-                          f"{row.candidate:.3f}", f"[{color}]{row.delta:+.3f}[/]")  # fmt: skip
+                          f"{row.candidate:.3f}", f"[{color}]{row.delta:+.3f}[/]", *gate)  # fmt: skip
         console.print(table)
         if r.probe is not None:
             kl = f"; KL {r.probe.kl:.4f} nats" if r.probe.kl is not None else ""

@@ -3,12 +3,13 @@ settings of a fine-tune and of the search. The command line reads and validates 
 transformers; the modules that train and score (train, search, evaluate, probe, gate) build them and re-export them
 under their old names."""
 
-from skillgraft.schemas.gate import Decision, GatePolicy
+from skillgraft.schemas.gate import Check, Decision, GatePolicy
 from skillgraft.schemas.report import BiasProbe, RegressionReport, SuiteRow, TaskScore
 from skillgraft.schemas.training import DriftWatch, SearchConfig, TrainConfig
 
 __all__ = [
     "BiasProbe",
+    "Check",
     "Decision",
     "DriftWatch",
     "GatePolicy",

@@ -7,6 +7,8 @@ gate, the forgetting matrix — needs nothing heavy; :mod:`skillgraft.evaluate` 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from pydantic import BaseModel, Field
 
 
@@ -83,15 +85,20 @@ class RegressionReport(BaseModel):
                 return r
         raise KeyError(f"task {task!r} is not in the regression report (tasks: {[r.task for r in self.rows]})")
 
-    def markdown(self, max_drop: float | None = None) -> str:
+    def markdown(self, verdicts: Mapping[str, bool | None] | None = None) -> str:
+        """The suite as a table, then the drift probes. ``verdicts`` (the gate's per-task outcome, from
+        :meth:`~skillgraft.schemas.gate.Decision.task_verdicts`) adds a ``gate`` column: pass, FAIL, or — where the
+        gate judged no check of the task."""
+        gate_head, gate_rule = (" gate |", "---|") if verdicts is not None else ("", "")
         lines = [
-            f"| task | kind | n | champion ({self.champion}) | candidate ({self.candidate}) | delta |",
-            "|---|---|---:|---:|---:|---:|",
+            f"| task | kind | n | champion ({self.champion}) | candidate ({self.candidate}) | delta |{gate_head}",
+            f"|---|---|---:|---:|---:|---:|{gate_rule}",
         ]
         for r in self.rows:
             base = f" (base {r.base:.3f})" if r.base is not None else ""
+            gate = f" {verdict_text(verdicts.get(r.task))} |" if verdicts is not None else ""
             lines.append(
-                f"| {r.task} | {r.kind} | {r.n} | {r.champion:.3f}{base} | {r.candidate:.3f} | {r.delta:+.3f} |"
+                f"| {r.task} | {r.kind} | {r.n} | {r.champion:.3f}{base} | {r.candidate:.3f} | {r.delta:+.3f} |{gate}"
             )
         if (p := self.probe) is not None:
             lines.append(f"\nDrift probes on {p.prompts} old-task and guard prompts ({p.steps} greedy steps each):\n")
@@ -106,3 +113,9 @@ class RegressionReport(BaseModel):
             if p.kl is not None:
                 lines.append(f"- mean KL(champion ‖ candidate) per step: {p.kl:.4f} nats")
         return "\n".join(lines)
+
+
+def verdict_text(passed: bool | None) -> str:
+    """How a table shows the gate's per-task outcome."""
+    return "—" if passed is None else "pass" if passed else "**FAIL**"
+
