@@ -76,10 +76,12 @@ TASKS_PREFIX = f"{TASKS}/"
 INCOMING_PREFIX = f"{INCOMING}/"
 QUARANTINE_PREFIX = f"{QUARANTINE}/"
 
+IMAGES_DIR = "images"
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"})
 
 _FILE_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _BATCH_ID = re.compile(r"^[0-9a-f]{16}$")
+_CONTENT_REF = re.compile(rf"{IMAGES_DIR}/([0-9a-f]{{64}})(\.(?:png|jpg|webp|gif|bmp))")
 
 
 # --- names -----------------------------------------------------------------------------------------------------------
@@ -209,8 +211,20 @@ def task_of_spec_key(key: str) -> str | None:
     return None
 
 
+def image_content_ref(sha256: str, suffix: str) -> str:
+    """An accepted image's content reference, ``images/<sha256>.<ext>``: how the accepted splits name it, and its key
+    relative to the task's folder (:func:`task_image_key`)."""
+    return f"{IMAGES_DIR}/{sha256}{suffix}"
+
+
+def content_ref_hash(ref: str) -> str | None:
+    """The sha256 a content reference names, or None when ``ref`` is not one."""
+    m = _CONTENT_REF.fullmatch(ref)
+    return m.group(1) if m else None
+
+
 def task_image_key(task: str, ref: str) -> str:
-    """An accepted image: ``ref`` is its content reference (``images/<sha256>.<ext>``, see data/images.py)."""
+    """An accepted image: ``ref`` is its content reference (:func:`image_content_ref`)."""
     return f"{task_root(task)}/{ref}"
 
 

@@ -57,8 +57,12 @@ def test_task_and_batch_keys() -> None:
     assert layout.split_file("train") == "train.jsonl"
     assert layout.source_file("a.jsonl") == "source/a.jsonl"
     assert layout.report_file("json") == "report.json" and layout.report_file("html", 2) == "report.2.html"
-    ref = "images/" + "e" * 64 + ".png"
+    ref = layout.image_content_ref("e" * 64, ".png")
+    assert ref == "images/" + "e" * 64 + ".png" and layout.content_ref_hash(ref) == "e" * 64
     assert layout.task_image_key("count", ref) == f"tasks/count/{ref}"
+    for not_ref in ("images/" + "e" * 63 + ".png", "images/" + "E" * 64 + ".png", "imgs/" + "e" * 64 + ".png",
+                    "images/" + "e" * 64 + ".jpeg", "x/images/" + "e" * 64 + ".png"):  # fmt: skip
+        assert layout.content_ref_hash(not_ref) is None
 
 
 def test_landing_quarantine_and_announced_keys() -> None:
@@ -200,6 +204,9 @@ KEY_PATTERNS = [
     (r"(?<![\w.-])incoming/", "incoming/..."),
     (r"(?<![\w.-])quarantine/", "quarantine/..."),
     (r"(?<![\w.-])announced/", "announced/..."),
+    (r"(?<![\w.-])images/", "images/..."),
+    (r"/base/|^base/", ".../base/..."),
+    (r"(?<![\w.-])guards/", ".../guards/..."),
     (r"champion\.json", "champion.json"),
     (r"history\.jsonl", "history.jsonl"),
     (r"guards\.json", "guards.json"),
@@ -213,7 +220,7 @@ KEY_PATTERNS = [
     (r"^card\.md$", "card.md"),
     (r"delta\.safetensors", "delta.safetensors"),
 ]
-SEGMENTS = {"models", "tasks", "incoming", "quarantine", "announced", "_invalid", "versions", "batches"}
+SEGMENTS = {"models", "tasks", "incoming", "quarantine", "announced", "_invalid", "versions", "batches", "images"}
 """A top-level folder or key segment as a literal of its own: a key when it is defined as a constant, or joined into
 a string (an f-string part, a '+' operand, an element of a sequence passed to ``join``); elsewhere (``task or
 "incoming"`` in a run name, a table column "tasks") it is a word."""
@@ -303,6 +310,9 @@ def test_no_module_but_the_layout_spells_a_store_key() -> None:
         'reg.attach(v, "metrics.json", data)',
         'bid = hashlib.sha256(data).hexdigest()[:16]',
         'marker = f"announced/{model}/{rest}@{sha}.json"',
+        'prefix = f"{root}/base/"',
+        'key = f"models/{m}/guards/{g}/base-{h}.json"',
+        'ref = f"images/{digest}{suffix}"',
         'folder = "quarantine"',
         'key = "/".join(["incoming", task, name])',
         'key = "tasks" + "/" + t',

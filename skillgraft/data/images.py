@@ -20,6 +20,7 @@ import re
 import warnings
 from typing import Any
 
+from skillgraft import layout
 from skillgraft.layout import IMAGE_SUFFIXES as SUFFIXES
 from skillgraft.layout import is_image_name
 
@@ -34,7 +35,6 @@ MAX_REF_CHARS = 200
 
 _PART = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"
 _REF = re.compile(rf"{_PART}(/{_PART})*")
-_CONTENT = re.compile(r"images/([0-9a-f]{64})(\.(?:png|jpg|webp|gif|bmp))")
 
 
 class ImageProblem(ValueError):
@@ -42,7 +42,7 @@ class ImageProblem(ValueError):
 
 
 def is_content_ref(ref: str) -> bool:
-    return _CONTENT.fullmatch(ref) is not None
+    return layout.content_ref_hash(ref) is not None
 
 
 def check_ref(ref: str) -> str:
@@ -61,14 +61,14 @@ def check_ref(ref: str) -> str:
 
 
 def content_ref(data: bytes, suffix: str) -> str:
-    return f"images/{hashlib.sha256(data).hexdigest()}{suffix}"
+    return layout.image_content_ref(hashlib.sha256(data).hexdigest(), suffix)
 
 
 def content_hash(ref: str) -> str:
-    m = _CONTENT.fullmatch(ref)
-    if m is None:
-        raise ImageProblem(f"{ref!r} is not a content reference (images/<sha256>.<ext>)")
-    return m.group(1)
+    digest = layout.content_ref_hash(ref)
+    if digest is None:
+        raise ImageProblem(f"{ref!r} is not a content reference ({layout.IMAGES_DIR}/<sha256>.<ext>)")
+    return digest
 
 
 def _open(data: bytes) -> Any:
