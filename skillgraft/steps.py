@@ -467,13 +467,6 @@ def reject(store: ObjectStore, cfg: SkillgraftConfig, cand: CandidateInfo, decis
     Registry(store, cfg.model).reject(cand.candidate.version, reason=f"gate vs {decision.champion}: {decision.summary()}")
 
 
-class CheckResult(BaseModel):
-    ok: bool
-    version: str
-    reasons: list[str]
-    scores: dict[str, float]
-
-
 def post_promotion_check(store: ObjectStore, cfg: SkillgraftConfig, version: str, *, smoke: bool = True) -> CheckResult:
     """Load the champion back from the store (every file of its chain checked against its manifest's sha256, the base
     against its recorded hash) and re-score a few examples of every task it knows.
