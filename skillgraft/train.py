@@ -1,4 +1,4 @@
-"""The selective fine-tune: setup → fit → finish, over typed objects.
+"""The selective fine-tune: :class:`Trainer` — setup → step … → finish — over typed objects.
 
 Loss is on answer tokens only (prompt tokens are masked). CUDA with bf16 autocast when a GPU is present, CPU otherwise.
 Seeded; the loss curve is kept in the :class:`~skillgraft.refs.TrainingRecord` stored with the version.
@@ -305,6 +305,172 @@ class _Watch:
         self.curve.reason = f"{self.curve.reason}; {kept}" if self.curve.reason else kept
 
 
+class Trainer:
+    """One selective fine-tune, in three parts: :meth:`setup` (data, recipe, drift watch, optimizer), :meth:`step`
+    (one optimizer step on the next batch; False when training should stop) and :meth:`finish` (best checkpoint
+    within the drift budget, adapters merged, the :class:`~skillgraft.refs.TrainingRecord`).
+
+    :func:`fine_tune` runs the three in order; a caller that needs to act between steps drives them itself.
+    """
+
+    def __init__(self, model: torch.nn.Module, tokenizer, recipe: Recipe, cfg: TrainConfig,
+                 on_step: StepCallback | None = None) -> None:  # fmt: skip
+        self.model, self.tokenizer, self.recipe, self.cfg, self.on_step = model, tokenizer, recipe, cfg, on_step
+        self.done = 0  # optimizer steps run so far
+        self.stopped = False  # the drift watch stopped training early
+        self._ready = False
+
+    # --- setup ------------------------------------------------------------------------------------------------
+
+    def setup(self, examples: Sequence, *, probe_prompts: Sequence[str] = (), new_examples: Sequence = ()) -> None:
+        """Check and encode the data, select the recipe's parameters, start the drift watch and the optimizer.
+
+        Raises :class:`TrainingError` before anything trains (see :func:`fine_tune`)."""
+        cfg = self.cfg
+        if not examples:
+            raise TrainingError("no training examples: nothing to fine-tune on")
+        watch_cfg = cfg.drift_watch
+        if watch_cfg is not None and not probe_prompts:
+            raise TrainingError(
+                "train.drift_watch is set but no probe prompts were given: pass old-task prompts as probe_prompts, "
+                "or set drift_watch: null"
+            )
+        seed_everything(cfg.seed)
+        self.device = device = resolve_device(cfg.device)
+        use_bf16 = cfg.bf16 if cfg.bf16 is not None else (device.type == "cuda" and torch.cuda.is_bf16_supported())
+        if use_bf16 and device.type != "cuda":
+            raise TrainingError("bf16 autocast is only used on CUDA here; set train.bf16: false on CPU")
+        self.use_bf16 = use_bf16
+        processor = self.tokenizer
+        tokenizer, examples = _prepare(processor, self.model, examples)
+        new_examples = _prepare(processor, self.model, new_examples)[1] if new_examples else new_examples
+        self.encoded = _encode_all(tokenizer, examples, cfg.max_length)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+        self.model, self.selection = apply_recipe(self.model, self.recipe)
+        self.model.to(device)
+        self.watch = None
+        if watch_cfg is not None:
+            new = list(new_examples or examples)[: watch_cfg.examples]
+            self.watch = _Watch(
+                self.model, processor, watch_cfg, probe_prompts, _encode_all(tokenizer, new, cfg.max_length),
+                self.pad_id, answer_token_ids(tokenizer, [ex.answer for ex in new]), cfg.batch_size,
+            )  # fmt: skip
+            self.watch.check(self.model, 0)
+        self.model.train()
+        self.trainable, self.total = count_parameters(self.model)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, self._lr_factor)
+        self.gen = random.Random(cfg.seed)
+        self.order: list[int] = []
+        self.losses: list[float] = []
+        self.running: list[float] = []
+        self.bar = self._progress_bar() if cfg.progress else None
+        self.seconds = 0.0
+        self._ready = True
+
+    def _lr_factor(self, step: int) -> float:
+        cfg = self.cfg
+        if cfg.warmup_steps and step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.schedule == "cosine":
+            done = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+            return 0.5 * (1 + math.cos(math.pi * done))
+        return 1.0
+
+    def _progress_bar(self):
+        import sys
+
+        from tqdm.auto import tqdm
+
+        # on a terminal a live bar; in logs (CI, a Prefect worker) a line every 15 s instead of every step
+        live = sys.stderr.isatty()
+        return tqdm(total=self.cfg.steps, desc=f"fine-tune ({self.selection.recipe.kind})", unit="step", leave=False,
+                    mininterval=0.1 if live else 15.0, maxinterval=15.0 if live else 60.0)  # fmt: skip
+
+    # --- step -------------------------------------------------------------------------------------------------
+
+    @property
+    def running_out(self) -> bool:
+        """No step left: the configured count is reached or the drift watch stopped training."""
+        return self.stopped or self.done >= self.cfg.steps
+
+    def next_batch(self) -> dict[str, torch.Tensor]:
+        """The next batch, on the device: the examples in a seeded shuffled order, reshuffled every pass."""
+        size = self.cfg.batch_size
+        if len(self.order) < size:
+            fresh = list(range(len(self.encoded)))
+            self.gen.shuffle(fresh)
+            self.order.extend(fresh * max(1, math.ceil(size / len(fresh))))
+        idx, self.order = self.order[:size], self.order[size:]
+        return {k: v.to(self.device) for k, v in collate([self.encoded[i] for i in idx], self.pad_id).items()}
+
+    def step(self) -> bool:
+        """One optimizer step; the drift watch checks on its schedule. True while there is a step left."""
+        if not self._ready:
+            raise TrainingError("Trainer.step before setup")
+        cfg, model, step = self.cfg, self.model, self.done
+        t0 = time.perf_counter()
+        batch = self.next_batch()
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
+            loss = model(**batch).loss
+        if not torch.isfinite(loss):
+            raise TrainingError(f"loss became {loss.item()} at step {step}; lower train.learning_rate")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+        self.opt.step()
+        self.sched.step()
+        self.done = done = step + 1
+        value = float(loss.detach())
+        self.running.append(value)
+        last = done == cfg.steps
+        watch = self.watch
+        if watch is not None and (done % watch.cfg.every == 0 or last):
+            self.stopped = watch.check(model, done)
+        if done % cfg.log_every == 0 or last or (self.stopped and self.running):
+            self.losses.append(round(sum(self.running) / len(self.running), 6))
+            self.running = []
+        if self.bar is not None:
+            self.bar.update(1)
+            postfix = {"loss": f"{value:.3f}", **({"drift": f"{watch.curve.points[-1].drift:.3f}"} if watch else {})}
+            self.bar.set_postfix(postfix, refresh=False)  # refresh=True would print a line per step into logs
+        if self.on_step is not None:
+            self.on_step(step, value)
+        self.seconds += time.perf_counter() - t0  # the record's seconds: the steps, their checks and callbacks
+        return not self.running_out
+
+    # --- finish -----------------------------------------------------------------------------------------------
+
+    def finish(self) -> FineTuned:
+        """Keep the drift watch's best checkpoint, merge adapters, freeze, move to CPU; the record of what ran."""
+        if self.bar is not None:
+            self.bar.close()
+        if self.watch is not None:
+            self.watch.keep_best(self.model, self.done)
+        self.model.eval()
+        model = finish(self.model, self.recipe).to("cpu")
+        for p in model.parameters():
+            p.requires_grad_(False)
+        record = TrainingRecord(
+            steps=self.done,  # optimizer steps actually run (a drift watch may stop early)
+            learning_rate=self.cfg.learning_rate,
+            batch_size=self.cfg.batch_size,
+            seed=self.cfg.seed,
+            device=str(self.device),
+            dtype="bf16-autocast" if self.use_bf16 else str(next(model.parameters()).dtype).replace("torch.", ""),
+            seconds=round(self.seconds, 3),
+            trainable_parameters=self.trainable,
+            total_parameters=self.total,
+            trained_tensors=list(self.selection.trainable),
+            losses=self.losses,
+            drift=self.watch.curve if self.watch is not None else None,
+        )
+        return FineTuned(model=model, selection=self.selection, record=record)
+
+
 def fine_tune(
     model: torch.nn.Module,
     tokenizer,
@@ -327,121 +493,8 @@ def fine_tune(
     the training record. Raises :class:`TrainingError` on empty data, over-long examples, mixed model inputs, or a
     drift watch without probe prompts, before any step runs.
     """
-    if not examples:
-        raise TrainingError("no training examples: nothing to fine-tune on")
-    watch_cfg = cfg.drift_watch
-    if watch_cfg is not None and not probe_prompts:
-        raise TrainingError(
-            "train.drift_watch is set but no probe prompts were given: pass old-task prompts as probe_prompts, "
-            "or set drift_watch: null"
-        )
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    use_bf16 = cfg.bf16 if cfg.bf16 is not None else (device.type == "cuda" and torch.cuda.is_bf16_supported())
-    if use_bf16 and device.type != "cuda":
-        raise TrainingError("bf16 autocast is only used on CUDA here; set train.bf16: false on CPU")
-    processor = tokenizer
-    tokenizer, examples = _prepare(processor, model, examples)
-    new_examples = _prepare(processor, model, new_examples)[1] if new_examples else new_examples
-    encoded = _encode_all(tokenizer, examples, cfg.max_length)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-
-    model, selection = apply_recipe(model, recipe)
-    model.to(device)
-    watch = None
-    if watch_cfg is not None:
-        new = list(new_examples or examples)[: watch_cfg.examples]
-        watch = _Watch(
-            model, processor, watch_cfg, probe_prompts, _encode_all(tokenizer, new, cfg.max_length), pad_id,
-            answer_token_ids(tokenizer, [ex.answer for ex in new]), cfg.batch_size,
-        )  # fmt: skip
-        watch.check(model, 0)
-    model.train()
-    trainable, total = count_parameters(model)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-
-    def lr_at(step: int) -> float:
-        if cfg.warmup_steps and step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        if cfg.schedule == "cosine":
-            done = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-            return 0.5 * (1 + math.cos(math.pi * done))
-        return 1.0
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    gen = random.Random(cfg.seed)
-    order: list[int] = []
-    losses: list[float] = []
-    running: list[float] = []
-    bar = None
-    if cfg.progress:
-        from tqdm.auto import tqdm
-
-        import sys
-
-        # on a terminal a live bar; in logs (CI, a Prefect worker) a line every 15 s instead of every step
-        live = sys.stderr.isatty()
-        bar = tqdm(total=cfg.steps, desc=f"fine-tune ({selection.recipe.kind})", unit="step", leave=False,
-                   mininterval=0.1 if live else 15.0, maxinterval=15.0 if live else 60.0)  # fmt: skip
-    start = time.perf_counter()
-    done = 0
-    for step in range(cfg.steps):
-        if len(order) < cfg.batch_size:
-            fresh = list(range(len(encoded)))
-            gen.shuffle(fresh)
-            order.extend(fresh * max(1, math.ceil(cfg.batch_size / len(fresh))))
-        idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
-        batch = {k: v.to(device) for k, v in collate([encoded[i] for i in idx], pad_id).items()}
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            loss = model(**batch).loss
-        if not torch.isfinite(loss):
-            raise TrainingError(f"loss became {loss.item()} at step {step}; lower train.learning_rate")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
-        sched.step()
-        done = step + 1
-        value = float(loss.detach())
-        running.append(value)
-        last = done == cfg.steps
-        stop = False
-        if watch is not None and (done % watch.cfg.every == 0 or last):
-            stop = watch.check(model, done)
-        if done % cfg.log_every == 0 or last or (stop and running):
-            losses.append(round(sum(running) / len(running), 6))
-            running = []
-        if bar is not None:
-            bar.update(1)
-            postfix = {"loss": f"{value:.3f}", **({"drift": f"{watch.curve.points[-1].drift:.3f}"} if watch else {})}
-            bar.set_postfix(postfix, refresh=False)  # refresh=True would print a line per step into logs
-        if on_step is not None:
-            on_step(step, value)
-        if stop:
-            break
-    seconds = time.perf_counter() - start
-    if bar is not None:
-        bar.close()
-    if watch is not None:
-        watch.keep_best(model, done)
-    model.eval()
-    model = finish(model, recipe).to("cpu")
-    for p in model.parameters():
-        p.requires_grad_(False)
-    record = TrainingRecord(
-        steps=done,  # optimizer steps actually run (a drift watch may stop early)
-        learning_rate=cfg.learning_rate,
-        batch_size=cfg.batch_size,
-        seed=cfg.seed,
-        device=str(device),
-        dtype="bf16-autocast" if use_bf16 else str(next(model.parameters()).dtype).replace("torch.", ""),
-        seconds=round(seconds, 3),
-        trainable_parameters=trainable,
-        total_parameters=total,
-        trained_tensors=list(selection.trainable),
-        losses=losses,
-        drift=watch.curve if watch is not None else None,
-    )
-    return FineTuned(model=model, selection=selection, record=record)
+    trainer = Trainer(model, tokenizer, recipe, cfg, on_step)
+    trainer.setup(examples, probe_prompts=probe_prompts, new_examples=new_examples)
+    while not trainer.running_out and trainer.step():
+        pass
+    return trainer.finish()

@@ -5,7 +5,7 @@ import torch
 
 from skillgraft import demo
 from skillgraft.recipes import SAProj, parse_recipe
-from skillgraft.train import TrainConfig, TrainingError, encode, fine_tune, mix_replay
+from skillgraft.train import TrainConfig, Trainer, TrainingError, encode, fine_tune, mix_replay
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +53,23 @@ def test_fine_tune_is_repeatable_for_a_seed(tokenizer):
     assert a.record.losses != c.record.losses
     for k, v in a.model.state_dict().items():
         assert torch.equal(v, b.model.state_dict()[k]), k
+
+
+def test_a_trainer_driven_step_by_step_is_fine_tune(tokenizer):
+    whole, _ = run(tokenizer, "sa_proj", steps=10)
+    trainer = Trainer(demo.build_model(tokenizer, seed=0), tokenizer, parse_recipe("sa_proj"),
+                      TrainConfig(steps=10, learning_rate=3e-3, batch_size=8, seed=0, log_every=5, progress=False))  # fmt: skip
+    with pytest.raises(TrainingError, match="before setup"):
+        trainer.step()
+    trainer.setup(demo.generate("count", 64, seed=1))
+    seen = []
+    while trainer.step():
+        seen.append(trainer.done)  # a caller can act between steps
+    assert seen == list(range(1, 10)) and trainer.running_out and not trainer.stopped
+    out = trainer.finish()
+    assert out.record.losses == whole.record.losses and out.record.steps == 10
+    for k, v in out.model.state_dict().items():
+        assert torch.equal(v, whole.model.state_dict()[k]), k
 
 
 def test_lora_merges_back_into_the_base_names(tokenizer):
