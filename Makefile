@@ -14,7 +14,7 @@ export HF_DATASETS_OFFLINE := 1
 # Versions known to resolve together on a CPU-only Python 3.11 machine (pyproject.toml keeps the ranges open).
 PINS := prefect==3.8.8 fastapi==0.150.0 "sqlalchemy<2.1" boto3==1.43.117 s3fs==2026.9.0 prefect-aws==0.7.12
 
-.PHONY: install demo test test-all bench clean
+.PHONY: install demo test lint bench clean
 
 install: $(STAMP)
 
@@ -37,6 +37,16 @@ server: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# ruff's linter and formatter (configured in pyproject.toml); .ci/run runs this before the tests. `make format` fixes.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+.PHONY: format
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 bench: $(STAMP)
 	$(PY) benchmarks/recipes_demo.py

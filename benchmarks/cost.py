@@ -237,7 +237,9 @@ def main() -> None:
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads per run (1: steadier on a shared box)")
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    ap.add_argument("--rounds", type=int, default=2, help="runs per (model, recipe); the lowest median step time is kept")
+    ap.add_argument(
+        "--rounds", type=int, default=2, help="runs per (model, recipe); the lowest median step time is kept"
+    )
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--one", nargs=2, metavar=("MODEL", "RECIPE"), help=argparse.SUPPRESS)
     args = ap.parse_args()

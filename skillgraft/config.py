@@ -24,7 +24,12 @@ DEFAULT_STORE = ".skillgraft/store"
 # The documented defaults of the two training blocks (skillgraft.example.yaml). A partial block in a config file
 # (``train: {steps: 200}``) is merged over these, never over TrainConfig's own class defaults.
 TRAIN_DEFAULTS: dict[str, Any] = {"steps": 600, "learning_rate": 5e-4, "batch_size": 16}
-BOOTSTRAP_TRAIN_DEFAULTS: dict[str, Any] = {"steps": 1500, "learning_rate": 3e-3, "batch_size": 32, "schedule": "cosine"}
+BOOTSTRAP_TRAIN_DEFAULTS: dict[str, Any] = {
+    "steps": 1500,
+    "learning_rate": 3e-3,
+    "batch_size": 32,
+    "schedule": "cosine",
+}
 
 
 class SuiteConfig(BaseModel):
@@ -55,9 +60,12 @@ class SkillgraftConfig(BaseModel):
         "minio-credentials/lab); used by the flows instead of the AWS chain. None: the standard AWS chain",
     )
     gguf_file: str | None = None
-    revision: str | None = Field(None, description="with a hub id: the branch, tag or commit to load (a commit pins it)")
+    revision: str | None = Field(
+        None, description="with a hub id: the branch, tag or commit to load (a commit pins it)"
+    )
     snapshot_base: bool = Field(
-        False, description="copy the base's weights into the store when the model is registered, so the store is "
+        False,
+        description="copy the base's weights into the store when the model is registered, so the store is "
         "self-contained (a worker elsewhere needs neither the directory nor the hub); built-in bases always are",
     )
     trust_remote_code: bool = False
@@ -67,7 +75,9 @@ class SkillgraftConfig(BaseModel):
     replay: float = Field(0.75, ge=0, lt=1, description="share of each training mix drawn from old tasks' train splits")
     gate: GatePolicy = Field(default_factory=GatePolicy)
     suite: SuiteConfig = Field(default_factory=SuiteConfig)
-    bootstrap_recipe: Recipe = Field(default_factory=Full, description="recipe that teaches a bare base its first tasks")
+    bootstrap_recipe: Recipe = Field(
+        default_factory=Full, description="recipe that teaches a bare base its first tasks"
+    )
     bootstrap_train: TrainConfig = Field(default_factory=lambda: TrainConfig(**BOOTSTRAP_TRAIN_DEFAULTS))
 
     @field_validator("recipe", "bootstrap_recipe", mode="before")
@@ -80,7 +90,11 @@ class SkillgraftConfig(BaseModel):
     def _remember_what_was_given(cls, data, handler):
         """``train.model_fields_set`` is what the user wrote (a partial block is completed from the documented
         defaults): a run that searches for its learning rate must know whether one was set."""
-        given = {k: set(v) for k in ("train", "bootstrap_train") if isinstance(data, dict) and isinstance(v := data.get(k), dict)}
+        given = {
+            k: set(v)
+            for k in ("train", "bootstrap_train")
+            if isinstance(data, dict) and isinstance(v := data.get(k), dict)
+        }
         cfg = handler(data)
         for k in ("train", "bootstrap_train"):
             block = getattr(cfg, k)
@@ -109,7 +123,11 @@ class ConfigError(ValueError):
 def load_config(path: str | os.PathLike[str] | None = None, **overrides) -> SkillgraftConfig:
     """Read ``path`` (or ``$SKILLGRAFT_CONFIG``, or ./skillgraft.yaml if present), then env, then ``overrides``."""
     data: dict = {}
-    path = path or os.environ.get("SKILLGRAFT_CONFIG") or ("skillgraft.yaml" if Path("skillgraft.yaml").is_file() else None)
+    path = (
+        path
+        or os.environ.get("SKILLGRAFT_CONFIG")
+        or ("skillgraft.yaml" if Path("skillgraft.yaml").is_file() else None)
+    )
     if path:
         try:
             data = yaml.safe_load(Path(path).read_text()) or {}
@@ -159,8 +177,10 @@ def _fields_at(loc: list[str]) -> set[str]:
 def _model_of(annotation: Any, tag: str | None) -> Any:
     """The pydantic model inside ``annotation`` (Optional, Annotated, a union picked by its ``kind`` tag)."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation if tag is None or annotation.model_fields.get("kind", None) is None else (
-            annotation if annotation.model_fields["kind"].default == tag else None
+        return (
+            annotation
+            if tag is None or annotation.model_fields.get("kind", None) is None
+            else (annotation if annotation.model_fields["kind"].default == tag else None)
         )
     origin = typing.get_origin(annotation)
     if origin is typing.Annotated:

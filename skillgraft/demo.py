@@ -87,7 +87,9 @@ def next_task(known: list[str], batches: dict[str, int]) -> tuple[str, int]:
 
 def known_prompts(intake, task: str) -> set[str]:
     """Every prompt of ``task`` already accepted into the store (train and eval splits)."""
-    return {ex.prompt for b in intake.batches(task) for split in ("train", "eval") for ex in intake.load_split(b, split)}
+    return {
+        ex.prompt for b in intake.batches(task) for split in ("train", "eval") for ex in intake.load_split(b, split)
+    }
 
 
 def write_jsonl(path: Path, examples: list[Example]) -> Path:

@@ -9,17 +9,14 @@ mass (Zhu et al., arXiv 2510.08564), mass on the new tasks' answer tokens, and K
 from __future__ import annotations
 
 import re
-
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from skillgraft.schemas.report import RegressionReport, SuiteRow, TaskScore
-from skillgraft.vision import ImageExample, batch_inputs, require_processor, text_tokenizer
 from skillgraft.probe import (
     BiasProbe,
     answer_token_ids,
@@ -27,6 +24,8 @@ from skillgraft.probe import (
     number_mass,
     number_token_ids,
 )
+from skillgraft.schemas.report import RegressionReport, SuiteRow, TaskScore
+from skillgraft.vision import ImageExample, batch_inputs, require_processor, text_tokenizer
 
 __all__ = [
     "BiasProbe",
@@ -75,7 +74,9 @@ class EvalTask:
     guard: bool = False  # a guard set (skillgraft.guards): held out, never trained on, protected by its own tolerance
     tolerance: float | None = None  # a guard's own tolerance (None: the gate's guard_max_drop)
     base: float | None = None  # a guard's score on the bare base, when known
-    scorer: Callable[[Any, Any], TaskScore] | None = None  # scores a model itself (an lm-eval guard); else greedy + metric
+    scorer: Callable[[Any, Any], TaskScore] | None = (
+        None  # scores a model itself (an lm-eval guard); else greedy + metric
+    )
     probe_only: bool = False  # prompts without answers (a prompts guard): read by the drift probes, never scored
 
 
@@ -114,7 +115,9 @@ def predict(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, batch
     return _generate(model, tokenizer, list(prompts), max_new_tokens, batch_size)
 
 
-def predict_images(model, processor, examples: Sequence[ImageExample], max_new_tokens: int, batch_size: int = 16) -> list[str]:
+def predict_images(
+    model, processor, examples: Sequence[ImageExample], max_new_tokens: int, batch_size: int = 16
+) -> list[str]:
     """Greedy completions of image + prompt examples through the model's processor (left padding, batched)."""
     return _generate(model, processor, list(examples), max_new_tokens, batch_size)
 
@@ -128,7 +131,9 @@ def predict_examples(model, tokenizer, examples: Sequence, max_new_tokens: int, 
     pictured = [i for i, ex in enumerate(examples) if isinstance(ex, ImageExample)]
     preds: list[str] = [""] * len(examples)
     if text:
-        for i, p in zip(text, predict(model, tokenizer, [examples[i].prompt for i in text], max_new_tokens, batch_size)):
+        for i, p in zip(
+            text, predict(model, tokenizer, [examples[i].prompt for i in text], max_new_tokens, batch_size)
+        ):
             preds[i] = p
     if pictured:
         got = predict_images(model, tokenizer, [examples[i] for i in pictured], max_new_tokens, min(batch_size, 16))
@@ -181,7 +186,9 @@ def run_suite(
     # the drift probe reads old tasks and guards whose right answers are not numbers: on a numeric old task (count),
     # mass on number tokens is the skill, not drift
     probed = [t for t in tasks if not t.new and t.scorer is None and (t.probe_only or not numeric_answers(t.examples))]
-    old_prompts = [ex if isinstance(ex, ImageExample) else ex.prompt for t in probed for ex in list(t.examples)[:probe_prompts]]
+    old_prompts = [
+        ex if isinstance(ex, ImageExample) else ex.prompt for t in probed for ex in list(t.examples)[:probe_prompts]
+    ]
     answers = [ex.answer for t in tasks if t.new for ex in t.examples]
     probe = None
     text_tok = text_tokenizer(tokenizer)

@@ -21,9 +21,9 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, Field
 
-from skillgraft.schemas.report import RegressionReport
 from skillgraft import layout
 from skillgraft.registry import Registry
+from skillgraft.schemas.report import RegressionReport
 from skillgraft.store.base import KeyNotFound
 
 Matrix = Sequence[Sequence[float | None]]

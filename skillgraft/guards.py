@@ -41,7 +41,9 @@ class GuardError(ValueError):
 
 class LmEvalSource(BaseModel):
     task: str
-    include_path: str | None = Field(None, description="a local task YAML (file or folder) instead of a registered task")
+    include_path: str | None = Field(
+        None, description="a local task YAML (file or folder) instead of a registered task"
+    )
     limit: int | None = Field(None, ge=1, description="score the first N documents only")
     metric: str = Field(description="the primary metric lm-eval reports for the task (e.g. acc)")
     config_sha256: str = Field(description="hash of the task's config when it was added: a changed task is refused")
@@ -96,7 +98,9 @@ def add_guard(store: ObjectStore, model: str, entry: GuardEntry) -> GuardList:
     def change(current: GuardList) -> GuardList:
         existing = current.get(entry.name)
         if existing is not None:
-            same = existing.model_dump(exclude={"added_at", "added_by"}) == entry.model_dump(exclude={"added_at", "added_by"})
+            same = existing.model_dump(exclude={"added_at", "added_by"}) == entry.model_dump(
+                exclude={"added_at", "added_by"}
+            )
             if same:
                 return current
             raise GuardError(f"model {model!r} already has a guard {entry.name!r} ({existing.kind}); remove it first "
@@ -142,7 +146,9 @@ def read_probe_prompts(path, name: str) -> list[str]:
     if path.is_symlink() or not path.is_file():
         raise GuardError(f"{path}: not a regular file; nothing was added")
     if path.stat().st_size > 64 * 2**20:
-        raise GuardError(f"{path}: {path.stat().st_size:,} bytes, over the 64 MiB a prompts guard may be; nothing was added")
+        raise GuardError(
+            f"{path}: {path.stat().st_size:,} bytes, over the 64 MiB a prompts guard may be; nothing was added"
+        )
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
@@ -163,7 +169,9 @@ def read_probe_prompts(path, name: str) -> list[str]:
         else:
             prompt = line
         if len(prompt) > MAX_PROBE_PROMPT_CHARS:
-            raise GuardError(f"{path}:{i}: prompt of {len(prompt)} characters, over {MAX_PROBE_PROMPT_CHARS}; nothing was added")
+            raise GuardError(
+                f"{path}:{i}: prompt of {len(prompt)} characters, over {MAX_PROBE_PROMPT_CHARS}; nothing was added"
+            )
         if m := control.search(prompt):
             raise GuardError(f"{path}:{i}: control character U+{ord(m.group()):04X} in the prompt; nothing was added")
         prompts.append(prompt)

@@ -333,5 +333,4 @@ def announced_key(model: str, key: str, sha16: str) -> str:
     """The marker remembering that the landed file ``key`` with these bytes was announced for ``model``."""
     if not in_landing_zone(key):
         raise ValueError(f"{key!r} is not in the landing zone ({INCOMING_PREFIX}<task>/<file>)")
-    return f"{ANNOUNCED}/{check_name('model', model)}/{key[len(INCOMING_PREFIX):]}@{sha16}.json"
-
+    return f"{ANNOUNCED}/{check_name('model', model)}/{key[len(INCOMING_PREFIX) :]}@{sha16}.json"

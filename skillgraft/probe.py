@@ -241,7 +241,9 @@ def mean_kl(ref: Reference, model) -> float:
     model.eval()
     total, count = 0.0, 0
     try:
-        for (ids, mask, rows, cols), extra, ref_lp in zip(ref.batches, ref.inputs or [{}] * len(ref.batches), ref.logprobs):
+        for (ids, mask, rows, cols), extra, ref_lp in zip(
+            ref.batches, ref.inputs or [{}] * len(ref.batches), ref.logprobs
+        ):
             lp = _teacher_forced_logprobs(model, ids, mask, rows, cols, extra)
             p = ref_lp.to(lp.device)
             total += float((p.exp() * (p - lp)).sum())

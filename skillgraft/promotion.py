@@ -124,4 +124,3 @@ def gate_refusal(reg: Registry, version: str, current: ChampionPointer | None) -
             f"nothing about {now} (retrain from {now}, or evaluate {version} against it)"
         )
     return None
-

@@ -181,11 +181,15 @@ def decision_markdown(decision: Decision, report: RegressionReport, where: str, 
         lines += [
             "## What happened, what to do",
             "",
-            (f"The champion is unchanged (`{decision.champion}`). The candidate `{decision.candidate}` stays in "
-             "the store, recorded as rejected (`skillgraft history`)."),
+            (
+                f"The champion is unchanged (`{decision.champion}`). The candidate `{decision.candidate}` stays in "
+                "the store, recorded as rejected (`skillgraft history`)."
+            ),
             "",
-            ("- a new task fell short of `min_gain`: submit more (or cleaner) data for it, or train longer "
-             "(`train.steps` in skillgraft.yaml);"),
+            (
+                "- a new task fell short of `min_gain`: submit more (or cleaner) data for it, or train longer "
+                "(`train.steps` in skillgraft.yaml);"
+            ),
             "- an old task dropped by more than `max_drop`: raise `replay`, or use a narrower recipe (`sa_proj`);",
             f"- the limits themselves are wrong for this model: change `gate` in skillgraft.yaml ({policy_note}).",
             "",
@@ -208,9 +212,11 @@ def post_check_markdown(check: CheckResult, previous: str | None) -> str:
         lines += ["", "## What happens, what to do", ""]
         if previous is None:
             lines += [
-                (f"There is no earlier champion to roll back to: `{check.version}` stays champion. Inspect it with "
-                 "`skillgraft status`; if the store was damaged, restore the version's files (their checksums are "
-                 f"in its {layout.MANIFEST}), or bootstrap again."),
+                (
+                    f"There is no earlier champion to roll back to: `{check.version}` stays champion. Inspect it with "
+                    "`skillgraft status`; if the store was damaged, restore the version's files (their checksums are "
+                    f"in its {layout.MANIFEST}), or bootstrap again."
+                ),
             ]
         else:
             lines += [f"The champion is rolled back to `{previous}` automatically (see the rollback artifact)."]

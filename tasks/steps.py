@@ -23,7 +23,6 @@ from skillgraft.evaluate import RegressionReport
 from skillgraft.gate import Decision
 from skillgraft.refs import BatchRef
 from skillgraft.registry import Registry
-from tasks.storage import store_for
 from tasks import review
 from tasks.events import (
     CANDIDATE_TRAINED,
@@ -34,6 +33,7 @@ from tasks.events import (
     artifact_key,
     model_resource,
 )
+from tasks.storage import store_for
 
 
 def _transient(task, task_run, state) -> bool:

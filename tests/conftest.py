@@ -210,7 +210,11 @@ def demo_decision(version: str, champion: str, promote: bool = True) -> bytes:
     from skillgraft.gate import Decision, GatePolicy
 
     reasons = ["ok new task 'first': within limits"] if promote else ["FAIL old task 'first': regressed"]
-    return Decision(promote=promote, reasons=reasons, champion=champion, candidate=version, policy=GatePolicy()).model_dump_json().encode()
+    return (
+        Decision(promote=promote, reasons=reasons, champion=champion, candidate=version, policy=GatePolicy())
+        .model_dump_json()
+        .encode()
+    )
 
 
 @pytest.fixture

@@ -32,7 +32,9 @@ def harness():
         yield
 
 
-def skillgraft(*args: str, env: dict[str, str] | None = None, api: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+def skillgraft(
+    *args: str, env: dict[str, str] | None = None, api: bool = True, timeout: int = 600
+) -> subprocess.CompletedProcess:
     """The installed `skillgraft` command; ``api``: report to the test's Prefect server (if one runs)."""
     from prefect.settings import PREFECT_API_URL
 
@@ -70,7 +72,9 @@ def small_config(tmp: Path, store: str, name: str = "skillgraft.yaml") -> Path:
 @contextlib.contextmanager
 def tmpfs(path: Path, size: str) -> Iterator[Path]:
     path.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here to build a full / read-only file system: {mounted.stderr.strip()}")
     try:
@@ -118,7 +122,9 @@ def test_full_disk_during_a_run_is_one_line_and_the_data_waits(harness, tmp_path
     spec, data = task_files(tmp_path)
     with tmpfs(tmp_path / "small", "600k") as root:
         store = root / "store"
-        run = skillgraft("run", "first", str(data), "--spec", str(spec), "--config", str(small_config(tmp_path, str(store))))
+        run = skillgraft(
+            "run", "first", str(data), "--spec", str(spec), "--config", str(small_config(tmp_path, str(store)))
+        )
         text = said(run)
         assert run.returncode == 1, text
         assert "no space left on the device" in text and "Nothing half-written is used" in text
@@ -164,7 +170,9 @@ def test_corrupt_champion_stops_run_with_one_line(harness, tmp_path, demo_regist
     raw[-1] ^= 0xFF
     path.write_bytes(bytes(raw))
     _, data = task_files(tmp_path, rows=40, seed=3)
-    run = skillgraft("run", "first", str(data), "--store", str(store.root), "--config", str(small_config(tmp_path, str(store.root))))
+    run = skillgraft(
+        "run", "first", str(data), "--store", str(store.root), "--config", str(small_config(tmp_path, str(store.root)))
+    )
     text = said(run)
     assert run.returncode == 1 and "error: demo@v1: delta.safetensors has sha256" in text, text
     assert "the file was changed or damaged after it was written" in text
@@ -188,7 +196,11 @@ def test_two_runs_at_once_on_a_cold_prefect_home_both_finish(tmp_path):
     intake.register_task(demo.SPECS["first"])
     cmds = [[str(Path(sys.executable).parent / "skillgraft"), "run", "first", str(d), "--config", str(c)]
             for d, c in zip((data0, data1), configs)]  # fmt: skip
-    full = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS")}
+    full = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PREFECT_API_URL", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS")
+    }
     full.update(env, OMP_NUM_THREADS="1")
     procs = [subprocess.Popen(c, env=full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               stdin=subprocess.DEVNULL) for c in cmds]  # fmt: skip

@@ -125,7 +125,9 @@ def test_history_shows_every_move_with_who_when_why(
     assert all(e["actor"] and e["at"] for e in lines)
     table = cli(local_url, "history")
     assert table.code == 0 and "(forced)" in table.out and "bad outputs in prod" in table.out
-    assert [json.loads(x)["version"] for x in cli(local_url, "history", "--json", "--limit", "2").raw_out.splitlines()] == ["v3", "v3"]
+    assert [
+        json.loads(x)["version"] for x in cli(local_url, "history", "--json", "--limit", "2").raw_out.splitlines()
+    ] == ["v3", "v3"]
 
 
 # --- promote --------------------------------------------------------------------------------------------------------
@@ -137,7 +139,9 @@ def test_promote_through_the_gate_moves_the_champion_and_passes_the_post_promoti
     reg = demo_registry(store, versions=2, champion="v1")  # v2's decision: promote, against v1
     run = cli(store_url, "promote", "v2", "--reason", "reviewed by alice")
     assert run.code == 0, run.err
-    assert "champion of demo: v1 → v2" in run.out and "post-promotion check passed: smoke scores match the gate" in run.out
+    assert (
+        "champion of demo: v1 → v2" in run.out and "post-promotion check passed: smoke scores match the gate" in run.out
+    )
     assert moves(reg)[-1] == ("promote", "v2", "v1") and checks(reg) == [("post-check-passed", "v2")]
     last = [e for e in reg.history() if e.action not in CHECK_ACTIONS][-1]
     assert last.reason == "reviewed by alice; gate decision: promote" and last.forced is False
@@ -173,7 +177,10 @@ def test_forced_promotion_is_recorded_with_the_reason_the_gate_would_have_refuse
     assert "v1 → v2 (forced)" in run.out and "post-promotion check passed" in run.out
     last = [e for e in reg.history() if e.action not in CHECK_ACTIONS][-1]
     assert (last.action, last.version, last.forced) == ("promote", "v2", True)
-    assert last.reason == "hotfix for ticket 7; forced past the gate: v2 has no stored gate decision (decision.json): it was never gated"
+    assert (
+        last.reason
+        == "hotfix for ticket 7; forced past the gate: v2 has no stored gate decision (decision.json): it was never gated"
+    )
     assert reg.champion().forced is True  # type: ignore[union-attr]
 
 
@@ -352,7 +359,9 @@ def test_check_runs_the_post_promotion_check_a_dead_promoter_left_undone(
 ) -> None:
     reg = demo_registry(local_store, versions=2, champion="v2")  # promoted by the library: no check recorded
     run = cli(local_url, "status")
-    assert run.code == 0 and "champion v2 was never checked after promotion" in run.out and "skillgraft check" in run.out
+    assert (
+        run.code == 0 and "champion v2 was never checked after promotion" in run.out and "skillgraft check" in run.out
+    )
     run = cli(local_url, "check")
     assert run.code == 0 and "post-promotion check passed" in run.out, run.err
     assert checks(reg) == [("post-check-passed", "v2")]

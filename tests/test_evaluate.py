@@ -19,7 +19,9 @@ def test_bias_probe_leaves_out_old_tasks_whose_right_answers_are_numbers(tokeniz
     tasks = [
         EvalTask(name="first", metric="exact_match", max_new_tokens=2, examples=letters),
         EvalTask(name="count", metric="exact_match", max_new_tokens=2, examples=counts),
-        EvalTask(name="sum", metric="exact_match", max_new_tokens=2, examples=demo.generate("sum", 4, seed=0), new=True),
+        EvalTask(
+            name="sum", metric="exact_match", max_new_tokens=2, examples=demo.generate("sum", 4, seed=0), new=True
+        ),
     ]
     report = run_suite(model, model, tokenizer, tasks, champion_label="v1", candidate_label="v2", probe_prompts=10)
     assert report.probe.prompts == len(letters)  # only the letter task's prompts were probed

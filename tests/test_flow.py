@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from prefect.client.orchestration import get_client
 import yaml
+from prefect.client.orchestration import get_client
 
 from skillgraft import demo
 from skillgraft.data import Intake
@@ -31,7 +31,13 @@ def write_config(tmp: Path, store: Path, **gate) -> Path:
         "model": "demo",
         "base": demo.BASE_SOURCE,
         "train": {"steps": 40, "learning_rate": 1e-3, "batch_size": 16, "progress": False},
-        "bootstrap_train": {"steps": 300, "learning_rate": 3e-3, "batch_size": 32, "schedule": "cosine", "progress": False},
+        "bootstrap_train": {
+            "steps": 300,
+            "learning_rate": 3e-3,
+            "batch_size": 32,
+            "schedule": "cosine",
+            "progress": False,
+        },
         "gate": {"min_gain": 0.05, "max_drop": 0.05, **gate},
         "suite": {"max_eval_examples": 64, "probe_prompts": 16, "smoke_examples": 16},
     }
@@ -66,8 +72,15 @@ def run_flow(**params):
     assert state.is_completed(), state
     outcome = state.result()
     # the outcome is the final state's name, in the API as the UI's run list shows it
-    named = {"promoted": "Promoted", "rejected": "Rejected", "rolled-back": "RolledBack", "superseded": "Superseded",
-             "check-failed": "CheckFailed", "no-new-data": "NoNewData", "data-rejected": "DataRejected"}
+    named = {
+        "promoted": "Promoted",
+        "rejected": "Rejected",
+        "rolled-back": "RolledBack",
+        "superseded": "Superseded",
+        "check-failed": "CheckFailed",
+        "no-new-data": "NoNewData",
+        "data-rejected": "DataRejected",
+    }
     with get_client(sync_client=True) as client:
         assert client.read_flow_run(state.state_details.flow_run_id).state.name == named[outcome.status]
     return outcome, state.state_details.flow_run_id
@@ -175,7 +188,9 @@ def test_flows_take_s3_credentials_from_a_prefect_block(harness, s3_endpoint, s3
     ).save("skillgraft-test", overwrite=True)  # fmt: skip
     for var in ("SKILLGRAFT_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL"):
         monkeypatch.delenv(var, raising=False)  # the endpoint must come from the block
-    store = store_for(SkillgraftConfig(store=f"s3://{s3_bucket}/team", credentials_block="aws-credentials/skillgraft-test"))
+    store = store_for(
+        SkillgraftConfig(store=f"s3://{s3_bucket}/team", credentials_block="aws-credentials/skillgraft-test")
+    )
     assert isinstance(store, S3Store) and store.endpoint == s3_endpoint
     store.put_new("hello.txt", b"from the block")
     assert store.get("hello.txt") == b"from the block"
@@ -204,7 +219,9 @@ def test_gpu_steps_take_turns_on_the_accelerator_slot_and_give_it_back(bootstrap
     with concurrency("sg-test-gpu", occupy=1):  # another run holds the GPU
         state = retrain(return_state=True, config=cfg, task="count")
     assert state.is_failed()
-    assert "fine-tune: the accelerator slot 'sg-test-gpu' stayed taken for 8 s" in str(state.result(raise_on_failure=False))
+    assert "fine-tune: the accelerator slot 'sg-test-gpu' stayed taken for 8 s" in str(
+        state.result(raise_on_failure=False)
+    )
     assert Registry(store, "demo").champion().version == champion  # nothing trained, nothing moved
 
     outcome, _ = run_flow(config=cfg, task="count")  # the slot is free: the batch accepted above is trained now

@@ -87,8 +87,13 @@ def _version(reg: Registry, parent, trained, tasks, champion, candidate, *, metr
     if metrics:
         rows = [SuiteRow(task=t, new=t in trained, metric="exact_match", n=10, champion=champion.get(t, 0.0),
                          candidate=candidate[t]) for t in candidate]  # fmt: skip
-        report = RegressionReport(champion=parent or "base", candidate=v, rows=rows,
-                                  champion_scores=_scores(champion), candidate_scores=_scores(candidate))
+        report = RegressionReport(
+            champion=parent or "base",
+            candidate=v,
+            rows=rows,
+            champion_scores=_scores(champion),
+            candidate_scores=_scores(candidate),
+        )
         reg.attach(v, "metrics.json", report.model_dump_json().encode())
     return v
 

@@ -144,7 +144,9 @@ def test_mcnemar_rejects_a_drop_that_is_both_large_and_significant():
 def test_bootstrap_significance_agrees_with_mcnemar_and_is_repeatable():
     policy = GatePolicy(min_gain=0.05, max_drop=0.01, significance="bootstrap")
     noisy, clear = paired_report(300, 250, 7, 3), paired_report(300, 250, 12, 0)  # McNemar p = 0.17 and 1/4096
-    assert decide(noisy, policy).promote and decide(noisy, policy.model_copy(update={"significance": "mcnemar"})).promote
+    assert (
+        decide(noisy, policy).promote and decide(noisy, policy.model_copy(update={"significance": "mcnemar"})).promote
+    )
     assert not decide(noisy, policy.model_copy(update={"significance": "off"})).promote
     d = decide(clear, policy)
     assert not d.promote

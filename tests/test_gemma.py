@@ -90,7 +90,10 @@ def test_gemma_counting_retrain_that_drifts_toward_numbers_is_rejected_by_the_ga
     # old task: the champion's own greedy completions of the held-out prompts (does the candidate still say them?)
     own = predict(champion, tok, PROBE, max_new_tokens=4)
     general = [Example(prompt=p, answer=a) for p, a in zip(PROBE, own)]
-    tasks = [EvalTask("general", "exact_match", 4, general), EvalTask("count", "exact_match", 2, counting(16, 2), new=True)]
+    tasks = [
+        EvalTask("general", "exact_match", 4, general),
+        EvalTask("count", "exact_match", 2, counting(16, 2), new=True),
+    ]
     report = run_suite(champion, tuned.model, tok, tasks, champion_label="gemma", candidate_label="count", batch_size=8)
     p = report.probe
     assert report.row("general").champion == 1.0

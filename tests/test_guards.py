@@ -97,7 +97,9 @@ def config(tmp: Path, base: Path, name: str, **extra) -> Path:
 
 def add_guards(cfg: Path, base: Path) -> None:
     for t in SKILLS:
-        run = skillgraft("guard", "add", t, str(base.parent / f"guard-{t}.jsonl"), "--max-new-tokens", "4", "--config", str(cfg))
+        run = skillgraft(
+            "guard", "add", t, str(base.parent / f"guard-{t}.jsonl"), "--max-new-tokens", "4", "--config", str(cfg)
+        )
         assert run.returncode == 0, run.stdout + run.stderr
         assert f"guard '{t}' added to model 'tiny': 80 held-out rows" in flat(run)
 
@@ -131,7 +133,9 @@ def artifacts_of(output: str) -> dict:
 
     run_id = re.search(r"/runs/flow-run/([0-9a-f-]{36})", output).group(1)
     with get_client(sync_client=True) as client:
-        found = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+        )
     return {a.key: a for a in found if a.key}
 
 
@@ -146,19 +150,27 @@ def test_guards_hold_a_pretrained_models_abilities(harness, tmp_path, pretrained
     bad.write_text('{"prompt": "second : a b c"}\n' * 10)
     unguarded = skillgraft("run", "second", str(bad), "--spec", str(spec), "--config", str(default))
     text = flat(unguarded)
-    assert "WARNING:" in text and "NOTHING protects what the base already knew" in text and "skillgraft guard add" in text
+    assert (
+        "WARNING:" in text and "NOTHING protects what the base already knew" in text and "skillgraft guard add" in text
+    )
 
     add_guards(default, pretrained)
     mc = skillgraft("guard", "add", "lastmc", "--lm-eval", "lastmc", "--include", str(lm_eval_task(tmp_path)),
                     "--limit", "40", "--config", str(default))  # fmt: skip
-    assert mc.returncode == 0 and "lm-eval task lastmc (multiple_choice, metric acc, 40 documents)" in flat(mc), flat(mc)
+    assert mc.returncode == 0 and "lm-eval task lastmc (multiple_choice, metric acc, 40 documents)" in flat(mc), flat(
+        mc
+    )
     listed = flat(skillgraft("guard", "list", "--config", str(default)))
     assert all(t in listed for t in (*SKILLS, "lastmc")) and "lm-eval" in listed
 
     # 2. a harmful setting the user chose (lr and steps set: no search, exactly those are used): rejected, naming the
     #    guards it broke and the drift
-    harmful = config(tmp_path, pretrained, "harmful.yaml", train={"learning_rate": 3e-3, "steps": 300, "progress": False})
-    run = skillgraft("run", "second", str(new_skill(tmp_path / "second-0.jsonl", 500, seed=0)), "--config", str(harmful))
+    harmful = config(
+        tmp_path, pretrained, "harmful.yaml", train={"learning_rate": 3e-3, "steps": 300, "progress": False}
+    )
+    run = skillgraft(
+        "run", "second", str(new_skill(tmp_path / "second-0.jsonl", 500, seed=0)), "--config", str(harmful)
+    )
     text = flat(run)
     assert run.returncode == 3, text
     reg = Registry(LocalStore(tmp_path / "store"), "tiny")
@@ -176,7 +188,9 @@ def test_guards_hold_a_pretrained_models_abilities(harness, tmp_path, pretrained
     assert max(r.champion - r.candidate for r in guards.values()) > 0.02  # it really forgot
 
     # 3. the default run (no learning rate, no steps): the search, bounded and recorded, and the gate's guarantee
-    run = skillgraft("run", "second", str(new_skill(tmp_path / "second-1.jsonl", 500, seed=1)), "--config", str(default))
+    run = skillgraft(
+        "run", "second", str(new_skill(tmp_path / "second-1.jsonl", 500, seed=1)), "--config", str(default)
+    )
     text = flat(run)
     assert run.returncode in (0, 3), text
     v2 = reg.manifest("v2")
@@ -197,7 +211,9 @@ def test_guards_hold_a_pretrained_models_abilities(harness, tmp_path, pretrained
     found = artifacts_of(run.stdout + run.stderr)
     rows = {row["task"]: row for row in json.loads(found["tiny-regression"].data)}
     assert rows["lastmc"]["kind"] == "guard" and rows["first"]["kind"] == "guard"
-    assert all(rows[t]["pass"] == (not any(f"FAIL guard '{t}'" in r for r in decision.reasons)) for t in rows if t != "second")
+    assert all(
+        rows[t]["pass"] == (not any(f"FAIL guard '{t}'" in r for r in decision.reasons)) for t in rows if t != "second"
+    )
     assert "data:image/png;base64," in found["tiny-search"].data and "**kept**" in found["tiny-search"].data
     # the guards were never trained on
     assert all(b.task == "second" for v in ("v1", "v2") for b in reg.manifest(v).batches)
@@ -273,7 +289,9 @@ def test_prompts_only_guard_feeds_the_drift_probes_and_is_never_scored(harness, 
 
     spec = tmp_path / "second.yaml"
     spec.write_text(yaml.safe_dump(TaskSpec(name="second", max_new_tokens=4).model_dump(mode="json")))
-    run = skillgraft("run", "second", str(new_skill(tmp_path / "s.jsonl", 60, seed=3)), "--spec", str(spec), "--config", str(cfg))
+    run = skillgraft(
+        "run", "second", str(new_skill(tmp_path / "s.jsonl", 60, seed=3)), "--spec", str(spec), "--config", str(cfg)
+    )
     assert run.returncode in (0, 3), flat(run)
     reg = Registry(LocalStore(tmp_path / "store"), "tiny")
     report = RegressionReport.model_validate_json(reg.read_attachment("v1", "metrics.json"))

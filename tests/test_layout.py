@@ -308,7 +308,7 @@ def test_no_module_but_the_layout_spells_a_store_key() -> None:
         'log = root + "/history.jsonl"',
         'g = "/".join(["models", m, "guards.json"])',
         'reg.attach(v, "metrics.json", data)',
-        'bid = hashlib.sha256(data).hexdigest()[:16]',
+        "bid = hashlib.sha256(data).hexdigest()[:16]",
         'marker = f"announced/{model}/{rest}@{sha}.json"',
         'prefix = f"{root}/base/"',
         'key = f"models/{m}/guards/{g}/base-{h}.json"',

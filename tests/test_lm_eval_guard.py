@@ -26,8 +26,18 @@ torch.set_num_threads(1)  # 2 shared cores: never oversubscribe beside other tor
 
 TASK = "toy_animal_sounds"
 ANIMALS = [
-    ("cow", "moo"), ("dog", "woof"), ("cat", "meow"), ("duck", "quack"), ("sheep", "baa"), ("owl", "hoot"),
-    ("lion", "roar"), ("pig", "oink"), ("horse", "neigh"), ("frog", "croak"), ("bee", "buzz"), ("snake", "hiss"),
+    ("cow", "moo"),
+    ("dog", "woof"),
+    ("cat", "meow"),
+    ("duck", "quack"),
+    ("sheep", "baa"),
+    ("owl", "hoot"),
+    ("lion", "roar"),
+    ("pig", "oink"),
+    ("horse", "neigh"),
+    ("frog", "croak"),
+    ("bee", "buzz"),
+    ("snake", "hiss"),
 ]
 
 
@@ -85,8 +95,13 @@ def _tokenizer() -> PreTrainedTokenizerFast:
 def _model(seed: int = 0) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=64,
+        vocab_size=64,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
     )
     return LlamaForCausalLM(config).eval()
 

@@ -59,7 +59,11 @@ WORDS = (
 
 def tiny_config(**overrides) -> LlamaConfig:
     sizes = dict(
-        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
         num_key_value_heads=2,
     )
     return LlamaConfig(**(sizes | overrides))
@@ -515,8 +519,10 @@ def test_vision_language_directory_loads_with_its_processor(tmp_path):
 
 def _permute_for_gguf(weight: np.ndarray, n_head: int) -> np.ndarray:
     """llama.cpp's q/k row order (convert_hf_to_gguf.py's ``permute``), which transformers undoes on load."""
-    return weight.reshape(n_head, 2, weight.shape[0] // n_head // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(
-        weight.shape
+    return (
+        weight.reshape(n_head, 2, weight.shape[0] // n_head // 2, *weight.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weight.shape)
     )
 
 

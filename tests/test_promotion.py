@@ -41,7 +41,9 @@ def reg(store: ObjectStore) -> Registry:
 def verdict(ok: bool, seen: list):
     def check(version: str, previous: str | None) -> CheckResult:
         seen.append((version, previous))
-        return CheckResult(ok=ok, version=version, scores={}, reasons=["smoke fine" if ok else "task count: 0.2 vs 0.9"])
+        return CheckResult(
+            ok=ok, version=version, scores={}, reasons=["smoke fine" if ok else "task count: 0.2 vs 0.9"]
+        )
 
     return check
 

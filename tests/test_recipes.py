@@ -47,12 +47,28 @@ _TEXT = dict(
     eos_token_id=2,
 )
 _MROPE = {"type": "mrope", "mrope_section": [2, 3, 3]}
-_CLIP = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=28,
-             patch_size=14, projection_dim=32)
-_SIGLIP = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=28,
-               patch_size=14)
-_QWEN_VISION = dict(depth=1, embed_dim=32, hidden_size=64, num_heads=2, in_chans=3, patch_size=14,
-                    spatial_merge_size=2, temporal_patch_size=2)
+_CLIP = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    image_size=28,
+    patch_size=14,
+    projection_dim=32,
+)
+_SIGLIP = dict(
+    hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=28, patch_size=14
+)
+_QWEN_VISION = dict(
+    depth=1,
+    embed_dim=32,
+    hidden_size=64,
+    num_heads=2,
+    in_chans=3,
+    patch_size=14,
+    spatial_merge_size=2,
+    temporal_patch_size=2,
+)
 
 
 def _causal(config):
@@ -68,26 +84,35 @@ BUILDERS = {
     "gemma2": _causal(tf.Gemma2Config(**_TEXT, head_dim=16)),
     "gemma3_text": _causal(tf.Gemma3TextConfig(**_TEXT, head_dim=16)),
     "phi3": _causal(tf.Phi3Config(**_TEXT)),
-    "gpt2": _causal(tf.GPT2Config(vocab_size=200, n_embd=64, n_layer=2, n_head=4, n_positions=64, bos_token_id=1,
-                                  eos_token_id=2)),
+    "gpt2": _causal(
+        tf.GPT2Config(vocab_size=200, n_embd=64, n_layer=2, n_head=4, n_positions=64, bos_token_id=1, eos_token_id=2)
+    ),
     "bert": lambda: tf.AutoModelForMaskedLM.from_config(
-        tf.BertConfig(vocab_size=200, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      intermediate_size=128)
+        tf.BertConfig(vocab_size=200, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
     ),
     "gemma3": lambda: tf.Gemma3ForConditionalGeneration(
         tf.Gemma3Config(text_config=dict(_TEXT, head_dim=16), vision_config=_SIGLIP, mm_tokens_per_image=4)
     ),
     "llava": lambda: tf.LlavaForConditionalGeneration(
-        tf.LlavaConfig(vision_config=tf.CLIPVisionConfig(**_CLIP), text_config=tf.LlamaConfig(**_TEXT),
-                       image_token_index=199)
+        tf.LlavaConfig(
+            vision_config=tf.CLIPVisionConfig(**_CLIP), text_config=tf.LlamaConfig(**_TEXT), image_token_index=199
+        )
     ),
     "llava_next": lambda: tf.LlavaNextForConditionalGeneration(
-        tf.LlavaNextConfig(vision_config=tf.CLIPVisionConfig(**_CLIP), text_config=tf.LlamaConfig(**_TEXT),
-                           image_token_index=199, image_grid_pinpoints=[[28, 28]])
+        tf.LlavaNextConfig(
+            vision_config=tf.CLIPVisionConfig(**_CLIP),
+            text_config=tf.LlamaConfig(**_TEXT),
+            image_token_index=199,
+            image_grid_pinpoints=[[28, 28]],
+        )
     ),
     "llava_onevision": lambda: tf.LlavaOnevisionForConditionalGeneration(
-        tf.LlavaOnevisionConfig(vision_config=tf.SiglipVisionConfig(**_SIGLIP), text_config=tf.Qwen2Config(**_TEXT),
-                                image_token_index=199, image_grid_pinpoints=[[28, 28]])
+        tf.LlavaOnevisionConfig(
+            vision_config=tf.SiglipVisionConfig(**_SIGLIP),
+            text_config=tf.Qwen2Config(**_TEXT),
+            image_token_index=199,
+            image_grid_pinpoints=[[28, 28]],
+        )
     ),
     "qwen2_vl": lambda: tf.Qwen2VLForConditionalGeneration(
         tf.Qwen2VLConfig(text_config=dict(_TEXT, rope_scaling=_MROPE), vision_config=_QWEN_VISION)
@@ -95,9 +120,18 @@ BUILDERS = {
     "qwen2_5_vl": lambda: tf.Qwen2_5_VLForConditionalGeneration(
         tf.Qwen2_5_VLConfig(
             text_config=dict(_TEXT, rope_scaling=_MROPE),
-            vision_config=dict(depth=1, hidden_size=32, intermediate_size=64, out_hidden_size=64, num_heads=2,
-                               in_chans=3, patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
-                               fullatt_block_indexes=[0]),
+            vision_config=dict(
+                depth=1,
+                hidden_size=32,
+                intermediate_size=64,
+                out_hidden_size=64,
+                num_heads=2,
+                in_chans=3,
+                patch_size=14,
+                spatial_merge_size=2,
+                temporal_patch_size=2,
+                fullatt_block_indexes=[0],
+            ),
         )
     ),
 }
@@ -142,9 +176,11 @@ def test_sa_proj_selects_attention_projections_of_every_language_layer_only(mode
     names = names_of(model_type)
     selection = select(names, "sa_proj", model_type)
 
-    expected_modules = {"gpt2": ["attn.c_attn", "attn.c_proj"], "phi3": ["self_attn.qkv_proj", "self_attn.o_proj"],
-                        "bert": ["attention.self.query", "attention.self.key", "attention.self.value",
-                                 "attention.output.dense"]}.get(model_type, LLAMA_ATTN)
+    expected_modules = {
+        "gpt2": ["attn.c_attn", "attn.c_proj"],
+        "phi3": ["self_attn.qkv_proj", "self_attn.o_proj"],
+        "bert": ["attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"],
+    }.get(model_type, LLAMA_ATTN)
     expected = [n for n in layer_names(model_type, expected_modules, params=("weight", "bias")) if n in names]
     assert list(selection.trainable) == expected
     assert len(selection.modules) == 2 * len(expected_modules)
@@ -251,9 +287,7 @@ def test_a_layer_the_model_does_not_have_is_an_error_naming_its_layer_count():
 
 def test_lora_layers_restrict_the_adapted_modules():
     selection = select(names_of("qwen2_vl"), LoRA(layers=[1]), "qwen2_vl")
-    assert selection.modules == tuple(
-        sorted(f"model.language_model.layers.1.{m}" for m in LLAMA_ATTN)
-    )
+    assert selection.modules == tuple(sorted(f"model.language_model.layers.1.{m}" for m in LLAMA_ATTN))
     assert selection.trainable == tuple(m + ".weight" for m in selection.modules)  # weights, not the q/k/v biases
 
 
@@ -372,8 +406,9 @@ def test_lora_on_a_vlm_adapts_only_the_language_model_and_finish_merges_full_wei
     assert lora and all("lora_" in name for name in lora)
     assert not any("lora_" in name for name in names if "visual" in name)
     assert len(lora) == 2 * len(selection.modules) == 2 * 4 * 2  # A and B on q/k/v/o of two layers
-    assert count_parameters(model)[0] == sum(4 * (w.shape[0] + w.shape[1]) for w in
-                                             (base[m + ".weight"] for m in selection.modules))
+    assert count_parameters(model)[0] == sum(
+        4 * (w.shape[0] + w.shape[1]) for w in (base[m + ".weight"] for m in selection.modules)
+    )
 
     torch.manual_seed(0)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)

@@ -91,4 +91,3 @@ def test_mix_replay_adds_old_examples_to_the_asked_share():
     assert mix_replay(new, old, 0.0, seed=0) == new
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         mix_replay(new, old, 1.0, seed=0)
-

@@ -62,7 +62,9 @@ def image_example(model_type: str, colour: str, rng: torch.Generator) -> Multimo
         pixels = (rgb + 0.3 * torch.randn(3, 28, 28, generator=rng)).unsqueeze(0)
         return MultimodalExample(prompt="<image> " * 4 + "colour ?", answer=colour, inputs={"pixel_values": pixels})
     # Qwen2-VL: 4 patches of 3 channels × 2 frames × 14 × 14 values, merged 2×2 into one image token
-    patches = rgb.view(3, 1).expand(3, 2 * 14 * 14).reshape(1, -1) + 0.3 * torch.randn(4, 3 * 2 * 14 * 14, generator=rng)
+    patches = rgb.view(3, 1).expand(3, 2 * 14 * 14).reshape(1, -1) + 0.3 * torch.randn(
+        4, 3 * 2 * 14 * 14, generator=rng
+    )
     prompt = "<vision_start> <image> <vision_end> colour ?"
     ids = TOK(prompt)["input_ids"]
     return MultimodalExample(
@@ -126,7 +128,9 @@ def test_text_only_prompts_through_a_vlm_language_model_train_predict_and_probe(
     out = fine_tune(model, TOK, data, SAProj(), cfg)
     preds = predict(out.model, TOK, [f"say : {c}" for c in "abcdefgh"], max_new_tokens=2)
     assert sum(p.split()[:1] == [c] for p, c in zip(preds, "abcdefgh")) >= 6
-    probe = measure(start, out.model, TOK, [f"colour ? {c}" for c in "abcd"], answer_ids=TOK.convert_tokens_to_ids(list("abc")))
+    probe = measure(
+        start, out.model, TOK, [f"colour ? {c}" for c in "abcd"], answer_ids=TOK.convert_tokens_to_ids(list("abc"))
+    )
     assert probe.kl > 0.01 and 0 <= probe.champion <= 1 and probe.answer_delta is not None
     assert measure(start, start, TOK, ["colour ? a"]).kl == pytest.approx(0.0, abs=1e-6)
 
@@ -149,29 +153,33 @@ def test_image_examples_given_to_a_text_model_stop_before_training_with_the_reas
 
 def test_drift_probes_read_old_image_prompts_with_their_pictures():
     import numpy as np
+    from vlm_fixtures import build_model, build_processor, picture
 
     from skillgraft.probe import reference
     from skillgraft.vision import ImageExample
-    from vlm_fixtures import build_model, build_processor, picture
 
     processor = build_processor()
     model, other = build_model(processor, seed=0), build_model(processor, seed=1)
     rng = np.random.default_rng(0)
     exs = [ImageExample("what colour is this picture ?", c, picture(c, rng)) for c in ["red", "green", "blue"] * 3]
     assert measure(model, model, processor, exs).kl == pytest.approx(0.0, abs=1e-6)
-    probe = measure(model, other, processor, [*exs, "say : a"], answer_ids=[processor.tokenizer.convert_tokens_to_ids("a")])
+    probe = measure(
+        model, other, processor, [*exs, "say : a"], answer_ids=[processor.tokenizer.convert_tokens_to_ids("a")]
+    )
     assert probe.prompts == 10 and probe.kl > 0.01 and 0 <= probe.candidate <= 1 and probe.answer_delta is not None
     # the pixels reach the model: one question about a red and about a blue picture is probed differently
-    red, blue = (reference(model, processor, [ImageExample(exs[0].prompt, "", picture(c, rng))]) for c in ("red", "blue"))
+    red, blue = (
+        reference(model, processor, [ImageExample(exs[0].prompt, "", picture(c, rng))]) for c in ("red", "blue")
+    )
     assert red.logprobs[0].shape == blue.logprobs[0].shape and not torch.allclose(red.logprobs[0], blue.logprobs[0])
 
 
 def test_drift_watch_probes_old_image_prompts_while_a_vlm_learns_a_text_task():
     import numpy as np
+    from vlm_fixtures import build_model, build_processor, picture
 
     from skillgraft.train import DriftWatch
     from skillgraft.vision import ImageExample
-    from vlm_fixtures import build_model, build_processor, picture
 
     processor = build_processor()
     model = build_model(processor)

@@ -6,7 +6,7 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -33,9 +33,9 @@ class SafeConsole(Console):
 console = SafeConsole()
 err = SafeConsole(stderr=True)
 
-StoreOpt = Annotated[Optional[str], typer.Option("--store", envvar="SKILLGRAFT_STORE", help="store URL: a directory or s3://bucket/prefix")]  # fmt: skip
-ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", envvar="SKILLGRAFT_MODEL", help="registered model name")]  # fmt: skip
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="skillgraft.yaml")]
+StoreOpt = Annotated[str | None, typer.Option("--store", envvar="SKILLGRAFT_STORE", help="store URL: a directory or s3://bucket/prefix")]  # fmt: skip
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", envvar="SKILLGRAFT_MODEL", help="registered model name")]  # fmt: skip
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="skillgraft.yaml")]
 
 
 def load_cfg(config: Path | None, **overrides):
@@ -91,9 +91,14 @@ def _quiet_prefect_tracebacks() -> None:
     import prefect.main  # noqa: F401  (configures Prefect's logging handlers)
     from prefect.logging.handlers import PrefectConsoleHandler
 
-    for logger in [logging.getLogger(), *(v for v in logging.Logger.manager.loggerDict.values() if isinstance(v, logging.Logger))]:
+    for logger in [
+        logging.getLogger(),
+        *(v for v in logging.Logger.manager.loggerDict.values() if isinstance(v, logging.Logger)),
+    ]:
         for handler in logger.handlers:
-            if isinstance(handler, PrefectConsoleHandler) and not any(isinstance(f, _NoTraceback) for f in handler.filters):
+            if isinstance(handler, PrefectConsoleHandler) and not any(
+                isinstance(f, _NoTraceback) for f in handler.filters
+            ):
                 handler.addFilter(_NoTraceback())
 
 

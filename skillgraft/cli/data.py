@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -12,7 +12,7 @@ from skillgraft.cli.common import ConfigOpt, ModelOpt, StoreOpt, console, err, f
 
 app = typer.Typer()
 
-SpecOpt = Annotated[Optional[Path], typer.Option("--spec", help="task spec YAML (registers the task if new)")]
+SpecOpt = Annotated[Path | None, typer.Option("--spec", help="task spec YAML (registers the task if new)")]
 
 
 def open_intake(cfg, task: str, spec: Path | None):
@@ -151,7 +151,7 @@ def submit(
 
 @app.command()
 def ingest(
-    task: Annotated[Optional[str], typer.Option(help="only this task's landing zone")] = None,
+    task: Annotated[str | None, typer.Option(help="only this task's landing zone")] = None,
     store: StoreOpt = None,
     config: ConfigOpt = None,
 ) -> None:

@@ -53,11 +53,10 @@ def describe(e: BaseException) -> tuple[str, int]:
     from skillgraft.data import IntakeError, TaskSpecError
     from skillgraft.data.images import ImageProblem
     from skillgraft.data.io import DataError
+    from skillgraft.guards import GuardError
     from skillgraft.names import InvalidName
     from skillgraft.registry import BaseMismatch, RegistryError
     from skillgraft.store.base import StoreError
-
-    from skillgraft.guards import GuardError
 
     e = _unwrap(e)
     if isinstance(e, (ConfigError, InvalidName, TaskSpecError, DataError, ImageProblem, GuardError)):
@@ -137,5 +136,7 @@ def _unexpected(e: BaseException) -> str:
     with tempfile.NamedTemporaryFile("w", prefix="skillgraft-error-", suffix=".log", delete=False) as f:
         f.write("".join(traceback.format_exception(e)))
     first = str(e).splitlines()[0] if str(e) else ""
-    return (f"unexpected {type(e).__name__}: {first} — the traceback is in {f.name}; set SKILLGRAFT_DEBUG=1 to "
-            f"see it here. Please report it with that file.")
+    return (
+        f"unexpected {type(e).__name__}: {first} — the traceback is in {f.name}; set SKILLGRAFT_DEBUG=1 to "
+        f"see it here. Please report it with that file."
+    )

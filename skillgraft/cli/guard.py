@@ -7,7 +7,7 @@ tolerance; it is never trained on, never replayed, and no training row may repea
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -41,15 +41,27 @@ def _guard_spec(name: str, spec: Path | None, metric: str, max_new_tokens: int):
 @app.command("add")
 def add(
     name: Annotated[str, typer.Argument(help="guard name (becomes a folder / key, like a task name)")],
-    files: Annotated[Optional[list[Path]], typer.Argument(help="JSONL, CSV or Parquet files of prompt/answer rows")] = None,
-    spec: Annotated[Optional[Path], typer.Option(help="task spec YAML for the files (role is set to guard)")] = None,
+    files: Annotated[
+        list[Path] | None, typer.Argument(help="JSONL, CSV or Parquet files of prompt/answer rows")
+    ] = None,
+    spec: Annotated[Path | None, typer.Option(help="task spec YAML for the files (role is set to guard)")] = None,
     metric: Annotated[str, typer.Option(help="without --spec: exact_match or first_word")] = "exact_match",
     max_new_tokens: Annotated[int, typer.Option(help="without --spec: generation budget per prompt")] = 16,
-    lm_eval: Annotated[Optional[str], typer.Option("--lm-eval", help="an lm-evaluation-harness task name (e.g. arc_easy)")] = None,  # fmt: skip
-    include: Annotated[Optional[Path], typer.Option(help="with --lm-eval: a local task YAML file or folder")] = None,
-    limit: Annotated[Optional[int], typer.Option(min=1, help="with --lm-eval: score the first N documents only")] = None,
-    tolerance: Annotated[Optional[float], typer.Option(min=0, max=1, help="largest allowed drop (default gate.guard_max_drop)")] = None,  # fmt: skip
-    prompts_only: Annotated[bool, typer.Option("--prompts-only", help="FILES hold prompts without answers (JSONL 'prompt' field, or one a line): for the drift probes only")] = False,  # fmt: skip
+    lm_eval: Annotated[
+        str | None, typer.Option("--lm-eval", help="an lm-evaluation-harness task name (e.g. arc_easy)")
+    ] = None,  # fmt: skip
+    include: Annotated[Path | None, typer.Option(help="with --lm-eval: a local task YAML file or folder")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="with --lm-eval: score the first N documents only")] = None,
+    tolerance: Annotated[
+        float | None, typer.Option(min=0, max=1, help="largest allowed drop (default gate.guard_max_drop)")
+    ] = None,  # fmt: skip
+    prompts_only: Annotated[
+        bool,
+        typer.Option(
+            "--prompts-only",
+            help="FILES hold prompts without answers (JSONL 'prompt' field, or one a line): for the drift probes only",
+        ),
+    ] = False,  # fmt: skip
     model: ModelOpt = None,
     store: StoreOpt = None,
     config: ConfigOpt = None,
@@ -163,4 +175,3 @@ def remove(
     left = remove_guard(st, cfg.model, name)
     console.print(f"guard {name!r} removed from model {cfg.model!r}; guards left: "
                   f"{', '.join(g.name for g in left.guards) or 'none'}")  # fmt: skip
-

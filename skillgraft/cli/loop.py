@@ -4,18 +4,29 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from skillgraft.cli.common import ConfigOpt, ModelOpt, StoreOpt, console, err, fail, load_cfg, prefect_env, print_outcome
+from skillgraft.cli.common import (
+    ConfigOpt,
+    ModelOpt,
+    StoreOpt,
+    console,
+    err,
+    fail,
+    load_cfg,
+    prefect_env,
+    print_outcome,
+)
 
 app = typer.Typer()
+
 
 @app.command()
 def demo(
     store: StoreOpt = None,
-    recipe: Annotated[Optional[str], typer.Option(help="sa_proj (default), mlp_gate_up, full, lora")] = None,
+    recipe: Annotated[str | None, typer.Option(help="sa_proj (default), mlp_gate_up, full, lora")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Run the loop on the built-in demo model and data (no network). Run it again to continue from the champion."""
@@ -41,7 +52,9 @@ def demo(
         with tempfile.TemporaryDirectory() as tmp:
             for task in d.OLD_TASKS:
                 intake.submit(task, d.write_jsonl(Path(tmp) / f"{task}-0.jsonl", d.generate(task, d.ROWS, seed=0)))
-            outcome = retrain(model=cfg.model, store=cfg.store, recipe=recipe, config=str(config) if config else None, bootstrap=True)
+            outcome = retrain(
+                model=cfg.model, store=cfg.store, recipe=recipe, config=str(config) if config else None, bootstrap=True
+            )
         print_outcome(outcome)
         pointer = reg.champion()
         if pointer is None:
@@ -50,8 +63,16 @@ def demo(
     task, seed = d.next_task(known, {t: len(intake.batches(t)) for t in d.NEW_TASKS})
     console.rule(f"retrain: teaching '{task}' to champion {pointer.version} with recipe {cfg.recipe.kind}")
     with tempfile.TemporaryDirectory() as tmp:
-        intake.submit(task, d.write_jsonl(Path(tmp) / f"{task}-{seed}.jsonl", d.generate(task, d.NEW_ROWS, seed=seed, exclude=d.known_prompts(intake, task))))
-        outcome = retrain(model=cfg.model, task=task, store=cfg.store, recipe=recipe, config=str(config) if config else None)
+        intake.submit(
+            task,
+            d.write_jsonl(
+                Path(tmp) / f"{task}-{seed}.jsonl",
+                d.generate(task, d.NEW_ROWS, seed=seed, exclude=d.known_prompts(intake, task)),
+            ),
+        )
+        outcome = retrain(
+            model=cfg.model, task=task, store=cfg.store, recipe=recipe, config=str(config) if config else None
+        )
     print_outcome(outcome)
     console.print(f"store: {st.url}   next: `skillgraft history --store {cfg.store}`, `skillgraft rollback`")
 
@@ -61,11 +82,17 @@ def run(
     task: Annotated[str, typer.Argument(help="task name (registered with --spec the first time)")],
     files: Annotated[list[Path], typer.Argument(help="JSONL, CSV or Parquet files with prompt and answer columns")],
     model: ModelOpt = None,
-    base: Annotated[Optional[str], typer.Option(help="base model for a new model: hub id, directory or .gguf")] = None,
-    revision: Annotated[Optional[str], typer.Option(help="with a hub id as base: the branch, tag or commit")] = None,
-    snapshot_base: Annotated[Optional[bool], typer.Option("--snapshot-base/--no-snapshot-base", help="copy a new model's base weights into the store (self-contained store)")] = None,  # fmt: skip
-    spec: Annotated[Optional[Path], typer.Option(help="task spec YAML (needed the first time a task is seen)")] = None,
-    recipe: Annotated[Optional[str], typer.Option(help="sa_proj (default), mlp_gate_up, full, lora")] = None,
+    base: Annotated[str | None, typer.Option(help="base model for a new model: hub id, directory or .gguf")] = None,
+    revision: Annotated[str | None, typer.Option(help="with a hub id as base: the branch, tag or commit")] = None,
+    snapshot_base: Annotated[
+        bool | None,
+        typer.Option(
+            "--snapshot-base/--no-snapshot-base",
+            help="copy a new model's base weights into the store (self-contained store)",
+        ),
+    ] = None,  # fmt: skip
+    spec: Annotated[Path | None, typer.Option(help="task spec YAML (needed the first time a task is seen)")] = None,
+    recipe: Annotated[str | None, typer.Option(help="sa_proj (default), mlp_gate_up, full, lora")] = None,
     store: StoreOpt = None,
     config: ConfigOpt = None,
 ) -> None:

@@ -24,7 +24,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -84,9 +84,7 @@ def _errors() -> Iterator[None]:
         fail(str(e), EXIT_NOT_FOUND)
 
 
-def _open(
-    config: Path | None, store: str | None, model: str | None
-) -> tuple[SkillgraftConfig, ObjectStore, Registry]:
+def _open(config: Path | None, store: str | None, model: str | None) -> tuple[SkillgraftConfig, ObjectStore, Registry]:
     """Config, store and the model's registry; the model must be registered (exit 1 otherwise)."""
     from skillgraft.registry import ModelNotFound, Registry
     from skillgraft.store import open_store
@@ -146,7 +144,9 @@ def status(
     champion_row = next((r for r in rows if pointer and r.version == pointer.version), None)
     champion_problem = fix = None
     if base_problems:
-        champion_problem = f"the base snapshot of {cfg.model} is corrupt, so no version can be loaded: " + "; ".join(base_problems)
+        champion_problem = f"the base snapshot of {cfg.model} is corrupt, so no version can be loaded: " + "; ".join(
+            base_problems
+        )
         fix = f"restore {layout.base_prefix(cfg.model)} from the store's versioning or a backup"
     elif lost is not None:
         champion_problem = (f"{layout.CHAMPION} is missing, but the history records champions (the last: {lost.action} "
@@ -244,7 +244,7 @@ def history(
     model: ModelOpt = None,
     store: StoreOpt = None,
     config: ConfigOpt = None,
-    limit: Annotated[Optional[int], typer.Option(min=1, help="only the last N entries")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="only the last N entries")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Every promotion, rejection and rollback: who, when, why (forced promotions are marked)."""
@@ -262,9 +262,13 @@ def history(
         return
     for h in entries:  # one line per entry (reasons are long; a table folds them), newest last
         action = f"{h.action} (forced)" if h.forced else h.action
-        move = f"{h.from_version or 'none'} → {h.version}" if h.action in ("promote", "rollback", "repair") else h.version
+        move = (
+            f"{h.from_version or 'none'} → {h.version}" if h.action in ("promote", "rollback", "repair") else h.version
+        )
         late = " [dim](logged late)[/]" if (h.model_extra or {}).get("recovered") else ""
-        console.print(f"{h.at}  [bold]{action}[/] {move}  by {escape(h.actor)}: {escape(h.reason)}{late}", soft_wrap=True)
+        console.print(
+            f"{h.at}  [bold]{action}[/] {move}  by {escape(h.actor)}: {escape(h.reason)}{late}", soft_wrap=True
+        )
 
 
 # --- promote --------------------------------------------------------------------------------------------------------
@@ -277,8 +281,10 @@ def promote(
     reason: Annotated[str, typer.Option(help="why, recorded in the history")] = "manual promotion",
     check: Annotated[
         bool,
-        typer.Option("--check/--no-check", help="load the new champion back and run the smoke evaluation; roll back "
-                     "automatically if it fails"),
+        typer.Option(
+            "--check/--no-check",
+            help="load the new champion back and run the smoke evaluation; roll back automatically if it fails",
+        ),
     ] = True,
     model: ModelOpt = None,
     store: StoreOpt = None,
@@ -367,7 +373,9 @@ def _report_settled(settled) -> None:
 
 @app.command()
 def rollback(
-    version: Annotated[Optional[str], typer.Argument(help="former champion to restore (default: the previous one)")] = None,
+    version: Annotated[
+        str | None, typer.Argument(help="former champion to restore (default: the previous one)")
+    ] = None,
     reason: Annotated[str, typer.Option(help="why, recorded in the history")] = "manual rollback",
     force: Annotated[
         bool, typer.Option("--force", help="roll back to a version that was champion only through --force (recorded)")
@@ -415,7 +423,7 @@ def check(
 @app.command()
 def repair(
     version: Annotated[
-        Optional[str], typer.Argument(help="former champion to restore (default: the last champion in the history)")
+        str | None, typer.Argument(help="former champion to restore (default: the last champion in the history)")
     ] = None,
     reason: Annotated[str, typer.Option(help="why, recorded in the history")] = "manual repair",
     model: ModelOpt = None,
@@ -437,7 +445,7 @@ def repair(
 
 @app.command()
 def export(
-    version: Annotated[Optional[str], typer.Argument(help="version (default: the champion)")] = None,
+    version: Annotated[str | None, typer.Argument(help="version (default: the champion)")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="directory to create (must not exist, or be empty)")] = ...,
     model: ModelOpt = None,
     store: StoreOpt = None,
@@ -461,7 +469,7 @@ def export(
 
 @app.command()
 def forgetting(
-    version: Annotated[Optional[str], typer.Argument(help="last version of the lineage (default: the champion)")] = None,
+    version: Annotated[str | None, typer.Argument(help="last version of the lineage (default: the champion)")] = None,
     model: ModelOpt = None,
     store: StoreOpt = None,
     config: ConfigOpt = None,

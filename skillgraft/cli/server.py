@@ -12,7 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -37,7 +37,9 @@ def serving(api_url: str, model: str) -> bool:
     try:
         with urllib.request.urlopen(f"{api_url}/deployments/name/retrain/{model}", timeout=5) as r:
             deployment = json.load(r)
-        with urllib.request.urlopen(f"{api_url}/automations/related-to/prefect.deployment.{deployment['id']}", timeout=5) as r:
+        with urllib.request.urlopen(
+            f"{api_url}/automations/related-to/prefect.deployment.{deployment['id']}", timeout=5
+        ) as r:
             return any(a.get("enabled") for a in json.load(r))
     except (urllib.error.URLError, OSError, ValueError, KeyError):
         return False
@@ -71,10 +73,22 @@ def _stop(proc: subprocess.Popen, name: str, first: int, timeout: float) -> int 
 @app.command()
 def server(
     port: Annotated[int, typer.Option(help="port of the Prefect server and UI")] = 4200,
-    host: Annotated[str, typer.Option(help="address to listen on (loopback by default: the API has no auth)")] = "127.0.0.1",
-    cron: Annotated[str, typer.Option(envvar="SKILLGRAFT_RETRAIN_CRON", help="retrain schedule (cron, UTC)")] = DEFAULT_CRON,
-    watch_every: Annotated[float, typer.Option(envvar="SKILLGRAFT_WATCH_EVERY", help="seconds between landing-zone scans (0: off)")] = 120,
-    gpu_slot: Annotated[Optional[str], typer.Option(envvar="SKILLGRAFT_GPU_SLOT", help="concurrency limit the GPU steps take a slot of, e.g. gpu-0 (created with 1 slot if missing)")] = None,
+    host: Annotated[
+        str, typer.Option(help="address to listen on (loopback by default: the API has no auth)")
+    ] = "127.0.0.1",
+    cron: Annotated[
+        str, typer.Option(envvar="SKILLGRAFT_RETRAIN_CRON", help="retrain schedule (cron, UTC)")
+    ] = DEFAULT_CRON,
+    watch_every: Annotated[
+        float, typer.Option(envvar="SKILLGRAFT_WATCH_EVERY", help="seconds between landing-zone scans (0: off)")
+    ] = 120,
+    gpu_slot: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SKILLGRAFT_GPU_SLOT",
+            help="concurrency limit the GPU steps take a slot of, e.g. gpu-0 (created with 1 slot if missing)",
+        ),
+    ] = None,
     model: ModelOpt = None,
     store: StoreOpt = None,
     config: ConfigOpt = None,
@@ -128,7 +142,9 @@ def server(
             while not healthy(api):
                 if server_proc.poll() is not None or stop["signal"] is not None or time.monotonic() > deadline:
                     tail = log_path.read_text(errors="replace").splitlines()[-20:]
-                    why = "stopped" if stop["signal"] else f"did not answer at {api}/health within {startup_timeout:.0f}s"
+                    why = (
+                        "stopped" if stop["signal"] else f"did not answer at {api}/health within {startup_timeout:.0f}s"
+                    )
                     fail(f"the Prefect server {why}; last lines of {log_path}:\n" + "\n".join(tail))
                 time.sleep(0.5)
         serve_cmd = [sys.executable, "-m", "deployments.serve", "--cron", cron, "--watch-every", str(watch_every)]

@@ -107,7 +107,9 @@ class ImageRefs:
                     continue
             if ref in bad:
                 where, problem = bad[ref]
-                errors.append(ImageError(file, f"{problem} (as at {where})", line=rec.line, field="image", unit=rec.unit))
+                errors.append(
+                    ImageError(file, f"{problem} (as at {where})", line=rec.line, field="image", unit=rec.unit)
+                )
             else:
                 out.append(rec._replace(example=rec.example.model_copy(update={"image": by_ref[ref]})))
         if errors:

@@ -162,7 +162,13 @@ class Intake:
         return report
 
     def _validate(
-        self, spec: TaskSpec, file: str, data: bytes, batch_id: str, read_image=None, blobs: dict[str, bytes] | None = None
+        self,
+        spec: TaskSpec,
+        file: str,
+        data: bytes,
+        batch_id: str,
+        read_image=None,
+        blobs: dict[str, bytes] | None = None,
     ) -> tuple[ValidationReport, list[Record], list[Side]]:
         seen_eval, seen_train = self.batch_store.leak_keys(spec)  # store errors propagate: the file stays landed
         try:

@@ -90,7 +90,7 @@ class LandingZone:
         try:  # checked one by one, not kept: read again below to upload, never all in memory at once
             self.image_refs.resolve(spec.name, file, records, self.image_refs.local_reader(spec.name, folder), None)
         except ImageError as e:
-            problems = [f"{path}{err.location[len(file):]}: field 'image': {err.message}" for err in e.all_errors()]
+            problems = [f"{path}{err.location[len(file) :]}: field 'image': {err.message}" for err in e.all_errors()]
             more = f" (and {e.issue_count - 5} more)" if e.issue_count > 5 else ""
             raise IntakeError("; ".join(problems[:5]) + more + "; nothing was submitted") from None
         for ref in dict.fromkeys(r.example.image for r in records if r.example.image is not None):
@@ -160,7 +160,11 @@ class LandingZone:
             return [r.example.image for r in read_records(data, safe_file_name(key.rsplit("/", 1)[-1]),
                                                           answer_type=spec.answer_type) if r.example.image]  # fmt: skip
         except DataError:  # unreadable: it can't take an image either, except by a name that appears in its bytes
-            return [ref.decode() for ref in set(re.findall(rb"[A-Za-z0-9_./-]+", data)) if images.is_image_name(ref.decode())]
+            return [
+                ref.decode()
+                for ref in set(re.findall(rb"[A-Za-z0-9_./-]+", data))
+                if images.is_image_name(ref.decode())
+            ]
 
 
 class Quarantine:

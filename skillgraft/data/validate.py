@@ -160,8 +160,13 @@ def parse_failure_report(err: DataError, *, batch_id: str, task: str | None = No
         batch_id=batch_id,
         task=task,
         results=[  # image problems are their own rule; anything else stopped the file being read at all
-            RuleResult(rule="image" if e.code == "image" else "parse", column=e.field, success=False, observed=e.code,
-                       detail=e.problem)  # fmt: skip
+            RuleResult(
+                rule="image" if e.code == "image" else "parse",
+                column=e.field,
+                success=False,
+                observed=e.code,
+                detail=e.problem,
+            )  # fmt: skip
             for e in errors
         ],
         problems=problems,

@@ -225,12 +225,16 @@ def _check_shard_index(path: Path) -> None:
     if not index.is_file():
         return
     if index.stat().st_size > _MAX_INDEX_BYTES:
-        raise ModelSourceError(f"{index}: {index.stat().st_size:,} bytes, over the {_MAX_INDEX_BYTES:,} a shard index may be")
+        raise ModelSourceError(
+            f"{index}: {index.stat().st_size:,} bytes, over the {_MAX_INDEX_BYTES:,} a shard index may be"
+        )
     try:
         weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
         shards = set(weight_map.values())
     except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise ModelSourceError(f"{index}: not a shard index (a JSON object with a 'weight_map' of tensor → file): {e}") from None
+        raise ModelSourceError(
+            f"{index}: not a shard index (a JSON object with a 'weight_map' of tensor → file): {e}"
+        ) from None
     for shard in sorted(map(str, shards)):
         if "/" in shard or "\\" in shard or shard in ("", ".", "..") or shard.startswith("."):
             raise ModelSourceError(
@@ -331,7 +335,9 @@ def _fetch(location: _Location, source: str, what: str, load: Callable[[], _T]) 
                 f"Nothing was run."
             ) from None
         if location.gguf_file is not None:
-            raise ModelSourceError(f"{source}: not a GGUF file transformers can read ({text}). Nothing was registered.") from None
+            raise ModelSourceError(
+                f"{source}: not a GGUF file transformers can read ({text}). Nothing was registered."
+            ) from None
         raise
     except RuntimeError as err:
         if "mismatched_sizes" not in str(err) and "size mismatch" not in str(err):

@@ -14,9 +14,9 @@ A model type not in the map is refused (:class:`UnknownArchitecture`), never gue
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
 
 from skillgraft.recipes.errors import UnknownArchitecture
 

@@ -7,7 +7,7 @@ on plain strings in a test. The :class:`Selection` it returns is what the traine
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict
 
@@ -51,9 +51,7 @@ class Selection(BaseModel):
         if isinstance(self.recipe, LoRA):
             what = f"LoRA adapters on {len(self.modules)} modules, base weights frozen"
         else:
-            what = (
-                f"{len(self.trainable)} of {self.parameters_seen} parameters train, in {len(self.modules)} modules"
-            )
+            what = f"{len(self.trainable)} of {self.parameters_seen} parameters train, in {len(self.modules)} modules"
         parts = [f"{on}: {what}"]
         if self.layers:
             of = f" (of {self.layer_count})" if self.layer_count is not None else ""
@@ -92,9 +90,7 @@ def select(parameter_names: Sequence[str], recipe: str | dict | Recipe, model_ty
         _check_layers_exist(recipe, all_layers, model_type)
         wanted = set(recipe.layers) if recipe.layers is not None else set(all_layers)
         trainable = [
-            name
-            for name, (index, inner) in located.items()
-            if index in wanted and _module_of(inner) in in_layer
+            name for name, (index, inner) in located.items() if index in wanted and _module_of(inner) in in_layer
         ]
         if isinstance(recipe, LoRA):
             trainable = [name for name in trainable if name.endswith(".weight")]

@@ -13,14 +13,14 @@ from pydantic import BaseModel, ConfigDict, Field
 class GatePolicy(BaseModel):
     """When a candidate may replace the champion. Scores are metric values in [0, 1]; 0.05 means 5 points.
 
-    ``significance`` (default ``"off"``, the strictest): every observed drop over ``max_drop`` rejects, so on a small
-    eval split a few unlucky examples can reject a good candidate. ``"mcnemar"``: a drop over ``max_drop`` rejects
-    only when the exact one-sided McNemar test on the discordant pairs (examples the champion got right and the
-    candidate wrong, against the reverse) gives p < ``alpha``. ``"bootstrap"``: the same rule with a paired bootstrap
-    p-value (share of ``bootstrap_samples`` resamples of the examples in which the candidate is not worse; the
-    percentile interval of the drop at level 1 − ``alpha`` is reported; with few discordant pairs it is less
-conservative than the exact test, so prefer ``"mcnemar"`` for small splits). Both compare exact matches per example; a task
-    without paired per-example results is judged on its scores alone, as with ``"off"`` (fail-closed).
+        ``significance`` (default ``"off"``, the strictest): every observed drop over ``max_drop`` rejects, so on a small
+        eval split a few unlucky examples can reject a good candidate. ``"mcnemar"``: a drop over ``max_drop`` rejects
+        only when the exact one-sided McNemar test on the discordant pairs (examples the champion got right and the
+        candidate wrong, against the reverse) gives p < ``alpha``. ``"bootstrap"``: the same rule with a paired bootstrap
+        p-value (share of ``bootstrap_samples`` resamples of the examples in which the candidate is not worse; the
+        percentile interval of the drop at level 1 − ``alpha`` is reported; with few discordant pairs it is less
+    conservative than the exact test, so prefer ``"mcnemar"`` for small splits). Both compare exact matches per example; a task
+        without paired per-example results is judged on its scores alone, as with ``"off"`` (fail-closed).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -37,7 +37,10 @@ conservative than the exact test, so prefer ``"mcnemar"`` for small splits). Bot
         None, ge=0, description="largest allowed mean KL(champion ‖ candidate) per step on old prompts, nats; None: off"
     )
     guard_max_drop: float = Field(
-        0.02, ge=0, le=1, description="largest drop a guard set may show against the champion or the base (its own "
+        0.02,
+        ge=0,
+        le=1,
+        description="largest drop a guard set may show against the champion or the base (its own "
         "tolerance, set with `guard add --tolerance`, wins)",
     )
     significance: Literal["off", "mcnemar", "bootstrap"] = Field(

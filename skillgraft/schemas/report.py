@@ -118,4 +118,3 @@ class RegressionReport(BaseModel):
 def verdict_text(passed: bool | None) -> str:
     """How a table shows the gate's per-task outcome."""
     return "—" if passed is None else "pass" if passed else "**FAIL**"
-

@@ -271,7 +271,7 @@ def test_control_characters_in_text_name_the_line_and_field_in_every_format() ->
     assert problems[0].startswith("c.jsonl:2: field 'prompt' contains control character U+001B (ESC")
     assert problems[1].startswith("c.jsonl:3: field 'answer' contains control character U+0000 (NUL)")
 
-    csv = b"prompt,answer\nbell \x07 here,1\nok,2\n\"tab\tand\nnewline\",3\nback\x08space,4\n"
+    csv = b'prompt,answer\nbell \x07 here,1\nok,2\n"tab\tand\nnewline",3\nback\x08space,4\n'
     with pytest.raises(ControlCharacter) as caught:
         read_records(csv, "c.csv")
     assert [(e.line, e.field) for e in caught.value.all_errors()] == [(2, "prompt"), (6, "prompt")]
@@ -298,4 +298,3 @@ def test_cli_validate_reports_a_control_character_without_a_traceback(tmp_path: 
     assert code == 1
     assert "esc.jsonl:13: field 'prompt' contains control character U+001B" in out
     assert "\x1b" not in out and "Traceback" not in out
-

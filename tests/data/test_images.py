@@ -69,7 +69,9 @@ def test_a_missing_or_broken_image_quarantines_the_file_naming_line_and_field(in
     assert result.status == "quarantined"
     assert result.report.failed_rules() == ["image"]
     assert result.report.problems[0].startswith("colours.jsonl:4: ") and "not an image" in result.report.problems[0]
-    assert any(p.startswith("colours.jsonl:7: ") and "'imgs/missing.png' not found" in p for p in result.report.problems)
+    assert any(
+        p.startswith("colours.jsonl:7: ") and "'imgs/missing.png' not found" in p for p in result.report.problems
+    )
     assert store.get(f"{result.location}colours.jsonl") == data.read_bytes()  # the data file kept byte for byte
     assert not list(store.keys("tasks/colour/images/"))  # nothing of a rejected batch is stored as accepted
     # its images wait for a corrected file, listed as orphans; landing that file takes them
@@ -113,7 +115,9 @@ def test_an_image_two_waiting_files_share_stays_for_the_second(intake, store, tm
     first = write_colour_task(tmp_path / "a", 9)
     second = tmp_path / "a" / "more.jsonl"
     shared = rows(first)[0]["image"]
-    rewrite(second, [{"prompt": f"what colour is this picture ? {c}", "image": shared, "answer": "red"} for c in "abcdefgh"])
+    rewrite(
+        second, [{"prompt": f"what colour is this picture ? {c}", "image": shared, "answer": "red"} for c in "abcdefgh"]
+    )
     intake.submit("colour", first)
     intake.submit("colour", second)
     results = {r.file: r for r in intake.ingest()}

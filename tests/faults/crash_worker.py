@@ -105,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kill-at", choices=KILL_POINTS, default="none")
     p.add_argument("--file", action="append", default=[], help="NAME=PATH, a model file of the new version")
     p.add_argument("--tasks", default="first", help="comma-separated tasks the new version knows")
-    p.add_argument("--batch", action="append", default=[], help="a BatchRef as JSON: data the new version was trained on")
+    p.add_argument(
+        "--batch", action="append", default=[], help="a BatchRef as JSON: data the new version was trained on"
+    )
     p.add_argument("--promote", action="store_true", help="promote the new version after creating it")
     p.add_argument("--promote-version", help="promote this existing version (no new version)")
     p.add_argument("--expected-etag", help="the champion etag to promote against ('none': there was no champion)")

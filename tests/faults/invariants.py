@@ -60,7 +60,9 @@ def assert_sound(reg: Registry, before: Snapshot | None = None, *, load: bool = 
     assert after[: len(before.history)] == before.history, "history lost or rewrote entries"
 
 
-def run_worker(store_url: str, *args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_worker(
+    store_url: str, *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """Run crash_worker.py with the test's environment (AWS test credentials, the S3 endpoint) plus ``env``."""
     import os
 

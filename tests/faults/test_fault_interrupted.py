@@ -88,7 +88,10 @@ def test_outage_between_pointer_and_history_then_the_retried_promote_step_finish
     result = steps.promote(faulty, cfg, cand, decision)  # the retry: same inputs, same move id
     assert result.promoted and (result.champion, result.previous) == ("v2", "v1"), result
     history = reg.history()
-    assert [(e.action, e.version, e.from_version) for e in history] == [("promote", "v1", None), ("promote", "v2", "v1")]
+    assert [(e.action, e.version, e.from_version) for e in history] == [
+        ("promote", "v1", None),
+        ("promote", "v2", "v1"),
+    ]
     assert "superseded" not in {e.action for e in history}
     assert history[-1].model_extra == {} and history[-1].reason.startswith("gate passed vs v1")  # its own entry
     assert reg.unlogged_move() is None
@@ -135,7 +138,9 @@ def test_writer_killed_after_the_manifest_leaves_an_ungated_version_whose_batch_
     from skillgraft.cli import app
 
     text = CliRunner().invoke(app, ["status", "--store", url])
-    assert "v2 ungated:" in " ".join(text.stdout.split()) and "trains on its data again" in " ".join(text.stdout.split())
+    assert "v2 ungated:" in " ".join(text.stdout.split()) and "trains on its data again" in " ".join(
+        text.stdout.split()
+    )
 
     reg.attach("v2", "decision.json", b'{"promote": false}')  # once a gate decided (even a reject), the batch is used
     assert steps.untrained_batches(store, "demo") == []
@@ -148,7 +153,9 @@ def test_promoter_killed_before_the_post_promotion_check_is_flagged_and_the_next
     store, url = backend
     reg = demo_registry(store, versions=1, champion="v1")
     reg.record("post-check-passed", "v1", reason="smoke scores match the gate")
-    proc = run_worker(url, "--kill-at", "after-promote", "--promote", *delta_file(tmp_path, demo_chain.versions[1].delta))
+    proc = run_worker(
+        url, "--kill-at", "after-promote", "--promote", *delta_file(tmp_path, demo_chain.versions[1].delta)
+    )
     assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr)
     reg.attach("v2", "metrics.json", demo_chain.versions[1].metrics)  # what its gate scored (the smoke baseline)
 
@@ -164,7 +171,9 @@ def test_promoter_killed_before_the_post_promotion_check_is_flagged_and_the_next
 
     resumed = steps.finish_interrupted(store, SkillgraftConfig(store=url))  # what the next run does first
     assert not resumed.stop and resumed.champion == "v2"
-    assert resumed.notes == ["champion v2 had not been checked after its promotion (an earlier run stopped): checked now, passed"]
+    assert resumed.notes == [
+        "champion v2 had not been checked after its promotion (an earlier run stopped): checked now, passed"
+    ]
     assert [(e.action, e.version) for e in reg.history()][-2:] == [("promote", "v2"), ("post-check-passed", "v2")]
     assert status_json(url)[1]["champion_unchecked"] is False
     assert steps.finish_interrupted(store, SkillgraftConfig(store=url)).notes == []  # done once, not every run
@@ -176,7 +185,9 @@ def test_an_unchecked_champion_that_fails_its_late_check_is_rolled_back_before_a
     url = str(local_store.root)  # type: ignore[attr-defined]
     reg = demo_registry(local_store, versions=1, champion="v1")
     reg.record("post-check-passed", "v1", reason="smoke scores match the gate")
-    proc = run_worker(url, "--kill-at", "after-promote", "--promote", *delta_file(tmp_path, demo_chain.versions[1].delta))
+    proc = run_worker(
+        url, "--kill-at", "after-promote", "--promote", *delta_file(tmp_path, demo_chain.versions[1].delta)
+    )
     assert proc.returncode == -signal.SIGKILL
     report = RegressionReport.model_validate_json(demo_chain.versions[1].metrics)
     for score in report.candidate_scores.values():

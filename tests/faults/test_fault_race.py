@@ -34,7 +34,16 @@ def test_two_processes_promoting_at_once_exactly_one_wins(
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
 
     def start(version: str) -> subprocess.Popen[str]:
-        args = ["--promote-version", version, "--expected-etag", str(etag), "--start-at", start_at, "--actor", f"run-{version}"]
+        args = [
+            "--promote-version",
+            version,
+            "--expected-etag",
+            str(etag),
+            "--start-at",
+            start_at,
+            "--actor",
+            f"run-{version}",
+        ]
         return subprocess.Popen([sys.executable, str(WORKER), "--store", store_url, *args], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env=env, cwd=root)  # fmt: skip
 
@@ -101,7 +110,9 @@ def test_three_runs_promoting_through_the_dag_step_one_wins_the_others_are_recor
     fresh = Registry(store, "demo")
     assert fresh.champion().version == winner  # type: ignore[union-attr]
     new = fresh.history()[len(before.history) :]
-    assert sorted((e.action, e.version) for e in new) == sorted([("promote", winner)] + [("superseded", v) for v in losers])
+    assert sorted((e.action, e.version) for e in new) == sorted(
+        [("promote", winner)] + [("superseded", v) for v in losers]
+    )
     assert_sound(fresh, before)
 
 

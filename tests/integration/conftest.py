@@ -52,7 +52,13 @@ def write_config(root: Path) -> Path:
         "model": MODEL,
         "base": demo.BASE_SOURCE,
         "train": {"steps": 30, "learning_rate": 1e-3, "batch_size": 16, "log_every": 2, "progress": False},
-        "bootstrap_train": {"steps": 150, "learning_rate": 3e-3, "batch_size": 32, "schedule": "cosine", "progress": False},
+        "bootstrap_train": {
+            "steps": 150,
+            "learning_rate": 3e-3,
+            "batch_size": 32,
+            "schedule": "cosine",
+            "progress": False,
+        },
         "gate": {"min_gain": 0.0, "max_drop": 1.0},
         "suite": {"max_eval_examples": 32, "probe_prompts": 8, "smoke_examples": 8},
     }
@@ -197,7 +203,9 @@ def artifacts_of(flow_run_id) -> dict:
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
     with get_client(sync_client=True) as client:
-        found = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
     return {a.key: a for a in found if a.key}
 
 
@@ -216,7 +224,9 @@ def triggered(service: Service) -> Triggered:
     rows = demo.generate("count", 200, seed=1)
     key = Intake(store).submit("count", demo.write_jsonl(service.root / "count-1.jsonl", rows))
     announce(store, "count", key, MODEL)
-    stray = Arrival(model=MODEL, task=None, key="incoming/stray.csv", sha16="0" * 16, size=0, store=store.url, source="watch")
+    stray = Arrival(
+        model=MODEL, task=None, key="incoming/stray.csv", sha16="0" * 16, size=0, store=store.url, source="watch"
+    )
     post_event(DATA_ARRIVED, model_resource(MODEL), stray.model_dump(mode="json"))
     runs = wait_for_final_runs(f"retrain/{MODEL}", 2, timeout=240, log=service.log)
     return Triggered(key=key, runs=runs)
@@ -228,7 +238,9 @@ def events_of(name: str, model: str, *, at_least: int, timeout: float = 30.0) ->
     from prefect.client.orchestration import get_client
     from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 
-    query = EventFilter(event=EventNameFilter(name=[name]), resource=EventResourceFilter(id=[f"skillgraft.model.{model}"]))
+    query = EventFilter(
+        event=EventNameFilter(name=[name]), resource=EventResourceFilter(id=[f"skillgraft.model.{model}"])
+    )
     deadline = time.monotonic() + timeout
     while True:
         with get_client(sync_client=True) as client:

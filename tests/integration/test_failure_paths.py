@@ -9,8 +9,8 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from prefect.client.orchestration import get_client
 import yaml
+from prefect.client.orchestration import get_client
 
 from skillgraft import demo
 from skillgraft.data import Intake
@@ -40,8 +40,15 @@ def run(**params):
     assert state.is_completed(), state
     outcome = state.result()
     # the outcome is the final state's name, in the API as the UI's run list shows it
-    named = {"promoted": "Promoted", "rejected": "Rejected", "rolled-back": "RolledBack", "superseded": "Superseded",
-             "check-failed": "CheckFailed", "no-new-data": "NoNewData", "data-rejected": "DataRejected"}
+    named = {
+        "promoted": "Promoted",
+        "rejected": "Rejected",
+        "rolled-back": "RolledBack",
+        "superseded": "Superseded",
+        "check-failed": "CheckFailed",
+        "no-new-data": "NoNewData",
+        "data-rejected": "DataRejected",
+    }
     with get_client(sync_client=True) as client:
         assert client.read_flow_run(state.state_details.flow_run_id).state.name == named[outcome.status]
     return outcome, state.state_details.flow_run_id

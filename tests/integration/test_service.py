@@ -77,7 +77,9 @@ def test_announced_data_triggers_a_retrain_that_promotes_and_a_second_arrival_wa
     assert moves[-1] == "post-check-passed"  # the triggered run checked its promotion and said so
 
 
-def test_the_promoting_run_leaves_every_review_artifact_readable_through_the_api(service: Service, triggered: Triggered):
+def test_the_promoting_run_leaves_every_review_artifact_readable_through_the_api(
+    service: Service, triggered: Triggered
+):
     arts = artifacts_of(triggered.runs[0].id)
     m = MODEL
     assert {f"{m}-data-validation", f"{m}-training", f"{m}-regression", f"{m}-decision", f"{m}-model-card",

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.slow
 DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
 CHROMIUM = find_chromium()
 needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="no chromium on PATH: install Debian's package (apt-get install -y chromium) to run the UI test"
+    CHROMIUM is None,
+    reason="no chromium on PATH: install Debian's package (apt-get install -y chromium) to run the UI test",
 )
 
 

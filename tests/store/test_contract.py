@@ -24,7 +24,6 @@ from skillgraft.store.base import (
 )
 from skillgraft.store.s3 import S3Store
 
-
 # --- both backends --------------------------------------------------------------------------------------------------
 
 
