@@ -29,7 +29,6 @@ from pydantic import BaseModel, Field
 from skillgraft.schemas.gate import Check, Decision, GatePolicy
 from skillgraft.schemas.report import RegressionReport, SuiteRow, TaskScore
 
-
 # --- paired comparison of champion and candidate ---------------------------------------------------------------------
 
 
@@ -107,9 +106,7 @@ def split_warning(row: SuiteRow, n: int, policy: GatePolicy) -> str | None:
     if k / n <= policy.max_drop:
         return None
     need = math.ceil(k / policy.max_drop)
-    effect = (
-        "reject on what may be noise" if policy.significance == "off" else "pass as noise even when real"
-    )
+    effect = "reject on what may be noise" if policy.significance == "off" else "pass as noise even when real"
     return (
         f"old task '{row.task}': eval split of {n} examples is too small for max_drop {policy.max_drop:.3f}: a paired "
         f"test needs ≥ {k} lost examples ({k / n:.3f}) to tell a drop from noise at alpha {policy.alpha:g}, so drops "
@@ -139,13 +136,23 @@ def decide(report: RegressionReport, policy: GatePolicy, *, required_tasks: list
     new_rows = [r for r in report.rows if r.new]
     if not new_rows:
         return done([_refusal("new tasks", "no new task in the report: nothing to gain")])
-    checks = [_new_task(r, policy) for r in new_rows]
+    return done([_new_task(r, policy) for r in new_rows] + keeps(report, policy))
+
+
+def keeps(report: RegressionReport, policy: GatePolicy) -> list[Check]:
+    """The checks on what the candidate must keep — every old task, every guard, every drift probe with a limit —
+    exactly as :func:`decide` makes them, without the new-task gains. The fine-tune's search
+    (:mod:`skillgraft.search`) holds its candidates to these, so it cannot pick one the gate would reject for a drop
+    or a drift (a missing ``max_drop`` is one failed precondition here too)."""
+    if policy.max_drop is None:
+        return [_refusal("max_drop", "no regression limit (max_drop) configured: refusing to promote")]
+    checks: list[Check] = []
     for r in report.rows:
         if r.new:
             continue
         checks.extend([_guard(r, policy)] if r.guard else _old_task(r, report, policy))
     checks.extend(_probes(report, policy))
-    return done(checks)
+    return checks
 
 
 def _refusal(subject: str, why: str) -> Check:
@@ -205,7 +212,8 @@ def _probes(report: RegressionReport, policy: GatePolicy) -> list[Check]:
         if limit is None:
             continue
 
-        def check(passed: bool, why: str, observed: float | None = None) -> Check:
+        def check(passed: bool, why: str, observed: float | None = None, what: str = what,
+                  limit: float = limit) -> Check:  # fmt: skip
             return Check(kind="drift", subject=what, observed=observed, limit=limit, bound="max", passed=passed,
                          why=why)  # fmt: skip
 
@@ -223,7 +231,9 @@ def _probes(report: RegressionReport, policy: GatePolicy) -> list[Check]:
             continue
         before, after = (p.champion, p.candidate) if i == 0 else (p.answer_champion, p.answer_candidate)
         if before is None or after is None:
-            out.append(check(False, f"{what}: limit set but the report has no answer-token probe (no new-task answers)"))
+            out.append(
+                check(False, f"{what}: limit set but the report has no answer-token probe (no new-task answers)")
+            )
             continue
         rise = after - before
         out.append(check(rise <= limit + 1e-12, f"{what}: {before:.4f} → {after:.4f} ({rise:+.4f}, limit +{limit:.4f})",

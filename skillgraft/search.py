@@ -9,8 +9,9 @@ rate moves with the model, the recipe and the data. So on a pretrained base (unl
 2. **Interpolation** (WiSE-FT): versions are deltas, so the champion plus ``α ×`` a rung's delta, for each α in
    ``search.alphas``, is one more candidate that costs one evaluation, not a training run.
 3. **Choice**: each candidate is scored on the selection slice of the new task (how much it learned: data it was not
-   trained on and the gate does not use) and checked against every guard, every old task and the drift limits,
-   champion against candidate, with the gate's own tolerances. The candidate that learns the most while every check
+   trained on and the gate does not use) and held to the gate's own checks on what must be kept
+   (:func:`skillgraft.gate.keeps`: every old task, every guard, every drift limit, with the gate's tolerances and
+   significance test), champion against candidate. The candidate that learns the most while every check
    holds is kept; if none holds, the one that drifted least is kept (and the gate will reject it, naming the guard
    or the drift value).
 
@@ -27,9 +28,10 @@ import time
 from collections.abc import Sequence
 
 import torch
-from pydantic import BaseModel
 
 from skillgraft.refs import Rung, SearchRecord
+from skillgraft.schemas.gate import GatePolicy
+from skillgraft.schemas.report import BiasProbe, RegressionReport, SuiteRow
 from skillgraft.schemas.training import SearchConfig
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,7 @@ def active(search: SearchConfig, train_fields_set: set[str], pretrained: bool) -
 def selection_split(examples: Sequence, fraction: float) -> tuple[list, list]:
     """(train, selection): a stable, hash-based share of the new task's training rows held back from the search's
     training to score its candidates (at least 2 held back and 2 kept when there are 4 or more)."""
+
     def h(ex) -> float:  # salted: the intake's eval split is itself a prompt-hash split, so its train side would
         # hold no prompt below the same unsalted threshold
         return int(hashlib.sha256(b"skillgraft-search:" + ex.prompt.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
@@ -59,29 +62,22 @@ def selection_split(examples: Sequence, fraction: float) -> tuple[list, list]:
     return [ex for ex in examples if id(ex) not in ids], held
 
 
-class Limits(BaseModel):
-    """The gate's tolerances the search checks each candidate against (from the effective GatePolicy)."""
-
-    max_drop: float | None
-    guard_max_drop: float
-    max_kl: float | None
-    max_bias_increase: float | None
-
-
 def run(
     model, tokenizer, parent_state: dict[str, torch.Tensor], *, train_examples: Sequence, replay: Sequence,
-    checks: Sequence, new_task, probe_prompts: Sequence, limits: Limits, search: SearchConfig, recipe, train_cfg,
+    checks: Sequence, new_task, probe_prompts: Sequence, policy: GatePolicy, search: SearchConfig, recipe, train_cfg,
     replay_fraction: float, eval_batch_size: int,
 ) -> tuple[object, SearchRecord, object]:  # fmt: skip
     """Run the search on ``model`` (holding the champion's weights, ``parent_state``); return the model holding the
     chosen candidate's weights, the record, and the chosen rung's TrainingRecord.
 
-    ``checks``: EvalTasks whose score may not drop (guards — ``guard=True`` — against ``guard_max_drop`` or their own
-    tolerance; old tasks against ``max_drop``). ``new_task``: an EvalTask (metric, decoding budget) whose examples are
-    replaced by the selection slice. ``probe_prompts``: prompts for KL and number mass against the champion.
+    ``checks``: EvalTasks whose score may not drop (guards — ``guard=True`` — and old tasks); ``policy``: the gate
+    policy the gate will apply, whose :func:`~skillgraft.gate.keeps` checks judge each candidate. ``new_task``: an
+    EvalTask (metric, decoding budget) whose examples are replaced by the selection slice. ``probe_prompts``: prompts
+    for the drift probes (KL, number-token and answer-token mass) against the champion.
     """
     from skillgraft.evaluate import EvalTask, score_task
-    from skillgraft.probe import mean_kl, number_token_ids, reference
+    from skillgraft.gate import keeps
+    from skillgraft.probe import answer_token_ids, greedy_mass, mean_kl, number_token_ids, reference
     from skillgraft.train import DriftWatch, fine_tune, mix_replay
     from skillgraft.vision import text_tokenizer
 
@@ -97,39 +93,47 @@ def run(
         return t.scorer(model, tokenizer) if t.scorer is not None else score_task(model, tokenizer, t, eval_batch_size)
 
     model.eval()
-    before = {t.name: score(t).score for t in checks}
-    number = {"number": number_token_ids(text_tokenizer(tokenizer))}
-    ref = reference(model, tokenizer, probe_prompts, token_sets=number, batch_size=eval_batch_size) if probe_prompts else None
+    before = {t.name: score(t) for t in checks}
+    answer_ids = answer_token_ids(text_tokenizer(tokenizer), [ex.answer for ex in train_examples])
+    sets = {"number": number_token_ids(text_tokenizer(tokenizer))}
+    if answer_ids:
+        sets["answer"] = answer_ids
+    steps_probed = 4
+    ref = (
+        reference(model, tokenizer, probe_prompts, steps=steps_probed, token_sets=sets, batch_size=eval_batch_size)
+        if probe_prompts
+        else None
+    )
     start_learned = score(sel_task).score if selection else 0.0
     log.info("search: champion scores %.3f on %d held-back new-task rows", start_learned, len(selection))
 
     def evaluate(lr: float, alpha: float, steps: int, seconds0: float) -> Rung:
         t0 = time.perf_counter()
         learned = score(sel_task).score if selection else 0.0
-        deltas, why = {}, []
-        for t in checks:
-            d = score(t).score - before[t.name]
-            deltas[t.name] = round(d, 6)
-            tol = (t.tolerance if t.tolerance is not None else limits.guard_max_drop) if t.guard else limits.max_drop
-            if tol is not None and -d > tol + 1e-12:
-                why.append(f"{'guard' if t.guard else 'old task'} {t.name} {d:+.3f} (limit −{tol:g})")
-        kl = mass_rise = None
+        now = {t.name: score(t) for t in checks}
+        deltas = {t.name: round(now[t.name].score - before[t.name].score, 6) for t in checks}
+        rows = [SuiteRow(task=t.name, new=False, metric=now[t.name].metric, n=now[t.name].n,
+                         champion=before[t.name].score, candidate=now[t.name].score, guard=t.guard, base=t.base,
+                         tolerance=t.tolerance) for t in checks]  # fmt: skip
+        kl = mass_rise = probe = None
         if ref is not None:
             kl = mean_kl(ref, model)
-            from skillgraft.probe import greedy_mass
-
-            mass_rise = greedy_mass(model, tokenizer, probe_prompts, number, 4, eval_batch_size)["number"] - ref.masses["number"]
-            if limits.max_kl is not None and kl > limits.max_kl + 1e-12:
-                why.append(f"KL {kl:.3f} (limit {limits.max_kl:g})")
-            if limits.max_bias_increase is not None and mass_rise > limits.max_bias_increase + 1e-12:
-                why.append(f"number mass {mass_rise:+.4f} (limit {limits.max_bias_increase:g})")
+            masses = greedy_mass(model, tokenizer, probe_prompts, sets, steps_probed, eval_batch_size)
+            mass_rise = masses["number"] - ref.masses["number"]
+            probe = BiasProbe(prompts=len(probe_prompts), champion=ref.masses["number"], candidate=masses["number"],
+                              steps=steps_probed, answer_tokens=len(answer_ids),
+                              answer_champion=ref.masses.get("answer"), answer_candidate=masses.get("answer"),
+                              kl=kl)  # fmt: skip
+        report = RegressionReport(champion="champion", candidate=f"lr {lr:g} α {alpha:g}", rows=rows, probe=probe,
+                                  champion_scores=before, candidate_scores=now)  # fmt: skip
+        why = [c.why for c in keeps(report, policy) if not c.passed]
         worst = min(deltas.values()) if deltas else None
         return Rung(learning_rate=lr, alpha=alpha, steps=steps, learned=learned, worst_guard=worst, checks=deltas,
                     kl=kl, number_mass_rise=mass_rise, passed=not why, why=why,
                     seconds=round(seconds0 + time.perf_counter() - t0, 2))  # fmt: skip
 
-    watch = DriftWatch(metric="kl", budget=limits.max_kl, every=max(1, search.steps // 6),
-                       prompts=min(32, len(probe_prompts))) if limits.max_kl is not None and probe_prompts else None  # fmt: skip
+    watch = DriftWatch(metric="kl", budget=policy.max_kl, every=max(1, search.steps // 6),
+                       prompts=min(32, len(probe_prompts))) if policy.max_kl is not None and probe_prompts else None  # fmt: skip
     best_state: dict[str, torch.Tensor] | None = None
     for lr in search.learning_rates:
         if record.rungs and search.budget_s is not None and time.perf_counter() - started > search.budget_s:
@@ -159,7 +163,9 @@ def run(
                 best_state = {k: state[k].detach().clone() for k in delta}
                 best_training = rung_record
     if record.chosen is None:  # nothing passed: keep the candidate that drifted least (the gate will say why)
-        i = min(range(len(record.rungs)), key=lambda j: (record.rungs[j].kl or 0.0, -(record.rungs[j].worst_guard or 0.0)))
+        i = min(
+            range(len(record.rungs)), key=lambda j: (record.rungs[j].kl or 0.0, -(record.rungs[j].worst_guard or 0.0))
+        )
         record.chosen = i
         rung = record.rungs[i]
         record.reason = (f"no candidate kept every guard, old task and drift limit; kept the one that drifted least "
@@ -195,7 +201,9 @@ def _rebuild(model, tokenizer, parent_state, mix, train_part, recipe, train_cfg,
     from skillgraft.train import fine_tune
 
     model.load_state_dict(parent_state)
-    cfg = train_cfg.model_copy(update={"learning_rate": rung.learning_rate, "steps": search.steps, "drift_watch": watch})
+    cfg = train_cfg.model_copy(
+        update={"learning_rate": rung.learning_rate, "steps": search.steps, "drift_watch": watch}
+    )
     tuned = fine_tune(model, tokenizer, mix, recipe, cfg, probe_prompts=probe_prompts, new_examples=train_part)
     model = tuned.model
     with torch.no_grad():

@@ -185,7 +185,9 @@ class CandidateInfo(BaseModel):
     log_every: int
 
 
-def train_candidate(store: ObjectStore, cfg: SkillgraftConfig, batches: list[BatchRef], *, bootstrap: bool = False) -> CandidateInfo:
+def train_candidate(
+    store: ObjectStore, cfg: SkillgraftConfig, batches: list[BatchRef], *, bootstrap: bool = False
+) -> CandidateInfo:
     """Fine-tune the champion (or the bare base) on ``batches`` and store the result as a new version.
 
     ``bootstrap`` uses ``cfg.bootstrap_recipe`` / ``bootstrap_train`` (teaching a bare base its first tasks).
@@ -214,7 +216,7 @@ def train_candidate(store: ObjectStore, cfg: SkillgraftConfig, batches: list[Bat
     if watch is not None or searching:
         pool = old + [ex for g in guards if g.scorer is None for ex in g.examples]
         wanted = watch.prompts if watch is not None else cfg.suite.probe_prompts
-        spread = pool[:: max(1, len(pool) // max(1, wanted))][:max(1, wanted)] if pool else []
+        spread = pool[:: max(1, len(pool) // max(1, wanted))][: max(1, wanted)] if pool else []
     else:
         spread = []
     probe = [ex if isinstance(ex, ImageExample) else ex.prompt for ex in spread]  # image prompts keep their image
@@ -230,9 +232,7 @@ def train_candidate(store: ObjectStore, cfg: SkillgraftConfig, batches: list[Bat
             loaded.model, loaded.tokenizer, parent_state, train_examples=train, replay=old, checks=checks,
             new_task=EvalTask(name=spec.name, metric=spec.metric, max_new_tokens=spec.max_new_tokens, examples=[]),
             probe_prompts=probe, search=cfg.search, recipe=recipe, train_cfg=tcfg, replay_fraction=cfg.replay,
-            eval_batch_size=cfg.suite.eval_batch_size,
-            limits=s.Limits(max_drop=policy.max_drop, guard_max_drop=policy.guard_max_drop, max_kl=policy.max_kl,
-                            max_bias_increase=policy.max_bias_increase),
+            eval_batch_size=cfg.suite.eval_batch_size, policy=policy,
         )  # fmt: skip
         log.info("%s", search_record.reason)
     else:
@@ -311,7 +311,9 @@ def gate_policy(store: ObjectStore, cfg: SkillgraftConfig):
     policy = cfg.gate
     if not is_pretrained(store, cfg):
         return policy
-    return policy.model_copy(update={k: v for k, v in PRETRAINED_DRIFT_LIMITS.items() if k not in policy.model_fields_set})
+    return policy.model_copy(
+        update={k: v for k, v in PRETRAINED_DRIFT_LIMITS.items() if k not in policy.model_fields_set}
+    )
 
 
 def guard_tasks(store: ObjectStore, cfg: SkillgraftConfig) -> list[EvalTask]:
@@ -332,7 +334,9 @@ def guard_tasks(store: ObjectStore, cfg: SkillgraftConfig) -> list[EvalTask]:
             from skillgraft.guards import load_probe_prompts
 
             prompts = [Example(prompt=p, answer="") for p in load_probe_prompts(store, cfg.model, g)]
-            out.append(EvalTask(name=g.name, metric="none", max_new_tokens=0, examples=prompts, guard=True, probe_only=True))
+            out.append(
+                EvalTask(name=g.name, metric="none", max_new_tokens=0, examples=prompts, guard=True, probe_only=True)
+            )
             continue
         spec = intake.task_spec(g.name)
         examples = with_images(intake, g.name, intake.eval_set(g.name)[:cap] if cap else intake.eval_set(g.name))
@@ -390,7 +394,11 @@ def _with_base_scores(store: ObjectStore, cfg: SkillgraftConfig, guards: list[Ev
     base = load_version(reg, None)
     base.model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     for t in missing:
-        got = t.scorer(base.model, base.tokenizer) if t.scorer else score_task(base.model, base.tokenizer, t, cfg.suite.eval_batch_size)
+        got = (
+            t.scorer(base.model, base.tokenizer)
+            if t.scorer
+            else score_task(base.model, base.tokenizer, t, cfg.suite.eval_batch_size)
+        )
         t.base = got.score
         _remember_base(store, cfg, entries[t.name], got, info.base.sha256)
 
@@ -464,7 +472,9 @@ def promotion_move_id(cand: CandidateInfo) -> str:
 
 
 def reject(store: ObjectStore, cfg: SkillgraftConfig, cand: CandidateInfo, decision: Decision) -> None:
-    Registry(store, cfg.model).reject(cand.candidate.version, reason=f"gate vs {decision.champion}: {decision.summary()}")
+    Registry(store, cfg.model).reject(
+        cand.candidate.version, reason=f"gate vs {decision.champion}: {decision.summary()}"
+    )
 
 
 def post_promotion_check(store: ObjectStore, cfg: SkillgraftConfig, version: str, *, smoke: bool = True) -> CheckResult:
@@ -496,7 +506,9 @@ def post_promotion_check(store: ObjectStore, cfg: SkillgraftConfig, version: str
     scores: dict[str, float] = {}
     try:
         tasks = suite_tasks(store, reg.manifest(version).tasks, [], k)
-        got_scores = {task.name: score_task(loaded.model, loaded.tokenizer, task, cfg.suite.eval_batch_size) for task in tasks}
+        got_scores = {
+            task.name: score_task(loaded.model, loaded.tokenizer, task, cfg.suite.eval_batch_size) for task in tasks
+        }
     except Exception as e:  # noqa: BLE001 - a smoke suite that can't run is a failed check (fail closed)
         return CheckResult(ok=False, version=version, reasons=[f"smoke evaluation of {version} could not run: {e}"], scores={})  # fmt: skip
     for task in tasks:
@@ -509,7 +521,9 @@ def post_promotion_check(store: ObjectStore, cfg: SkillgraftConfig, version: str
         expected = sum(seen.correct[:k]) / max(1, min(k, len(seen.correct)))
         if got.score < expected - cfg.suite.smoke_tolerance:
             reasons.append(f"task {task.name}: smoke score {got.score:.3f} vs {expected:.3f} at the gate")
-    return CheckResult(ok=not reasons, version=version, reasons=reasons or ["smoke scores match the gate"], scores=scores)
+    return CheckResult(
+        ok=not reasons, version=version, reasons=reasons or ["smoke scores match the gate"], scores=scores
+    )
 
 
 def auto_rollback(store: ObjectStore, cfg: SkillgraftConfig, check: CheckResult, to: str) -> ChampionPointer:

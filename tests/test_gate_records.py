@@ -21,7 +21,9 @@ POLICY = dict(min_gain=0.05, max_drop=0.05, guard_max_drop=0.02, alpha=0.05)
 
 
 def score(task: str, correct: list[int]) -> TaskScore:
-    return TaskScore(task=task, metric="exact_match", score=sum(correct) / len(correct), n=len(correct), correct=correct)
+    return TaskScore(
+        task=task, metric="exact_match", score=sum(correct) / len(correct), n=len(correct), correct=correct
+    )
 
 
 def boundary_report(past: bool) -> RegressionReport:
@@ -37,8 +39,16 @@ def boundary_report(past: bool) -> RegressionReport:
     rows = [
         SuiteRow(task="count", new=True, metric="exact_match", n=100, champion=0.25, candidate=0.25 + gain),
         SuiteRow(task="first", new=False, metric="exact_match", n=20, champion=first_a.score, candidate=first_b.score),
-        SuiteRow(task="facts", new=False, guard=True, metric="exact_match", n=100, champion=0.80,
-                 candidate=guard_after, base=0.80),  # fmt: skip
+        SuiteRow(
+            task="facts",
+            new=False,
+            guard=True,
+            metric="exact_match",
+            n=100,
+            champion=0.80,
+            candidate=guard_after,
+            base=0.80,
+        ),  # fmt: skip
     ]
     return RegressionReport(champion="v1", candidate="v2", rows=rows, champion_scores={"first": first_a},
                             candidate_scores={"first": first_b})  # fmt: skip
@@ -74,7 +84,9 @@ def suite_gate_column(markdown: str) -> dict[str, bool | None]:
     return {row[0]: verdict_of(row[-1]) for row in table_after(markdown, "| task | kind | n |")}
 
 
-def cli_gate_column(report: RegressionReport, decision: Decision, monkeypatch: pytest.MonkeyPatch) -> dict[str, bool | None]:
+def cli_gate_column(
+    report: RegressionReport, decision: Decision, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, bool | None]:
     from skillgraft.cli import common
 
     console = Console(record=True, width=200, color_system=None)
@@ -92,7 +104,9 @@ def cli_gate_column(report: RegressionReport, decision: Decision, monkeypatch: p
 
 
 @pytest.fixture
-def card_for(local_store: ObjectStore, demo_registry: Callable[..., Any]) -> Callable[[RegressionReport, Decision], str]:
+def card_for(
+    local_store: ObjectStore, demo_registry: Callable[..., Any]
+) -> Callable[[RegressionReport, Decision], str]:
     """The model card of a stored demo version, written for a given report and decision."""
     from skillgraft.steps import CandidateInfo, model_card
 
@@ -180,3 +194,21 @@ def test_a_check_line_is_its_outcome_and_its_why() -> None:
     assert check.reason() == "FAIL guard 'facts': 0.800 → 0.770 (-0.030, limit −0.020)"
     assert check.limit_text() == "≥ -0.02"
     assert Check(kind="warning", subject="first", passed=True, why="small split").reason() == "warn small split"
+
+
+@pytest.mark.parametrize("significance", ["off", "mcnemar"])
+@pytest.mark.parametrize("past", [False, True], ids=["at-the-limits", "just-past"])
+def test_what_the_search_holds_a_candidate_to_is_the_gates_own_checks(past: bool, significance: str) -> None:
+    """skillgraft.search judges its candidates with gate.keeps: the decision's checks without the new-task gains, so
+    a drop the paired test calls noise passes the search exactly when it passes the gate."""
+    from skillgraft.gate import keeps
+
+    report = boundary_report(past)
+    policy = GatePolicy(**POLICY, significance=significance)
+    decision = decide(report, policy)
+    kept = keeps(report, policy)
+    assert kept == [c for c in decision.checks if c.kind != "new"]
+    first = next(c for c in kept if c.subject == "first")
+    # the old task dropped by 0.10 or 0.25, over max_drop both times: only the significance test lets the small one
+    assert first.passed is (significance == "mcnemar" and not past)
+    assert keeps(report, GatePolicy(**{**POLICY, "max_drop": None}))[0].kind == "precondition"

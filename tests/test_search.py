@@ -9,7 +9,8 @@ import torch
 from skillgraft import demo
 from skillgraft.evaluate import EvalTask
 from skillgraft.recipes import parse_recipe
-from skillgraft.search import Limits, SearchConfig, run, selection_split
+from skillgraft.schemas.gate import GatePolicy
+from skillgraft.search import SearchConfig, run, selection_split
 from skillgraft.train import TrainConfig
 
 
@@ -24,14 +25,16 @@ def test_alpha_scales_each_rung_and_the_kept_candidate_is_the_best_that_passes(r
     model = demo.build_model(tokenizer)
     parent = {k: v.detach().clone() for k, v in model.state_dict().items()}
     new = demo.generate("first", 120, seed=0)
-    guard = EvalTask(name="g", metric="exact_match", max_new_tokens=4, examples=demo.generate("last", 20, seed=1), guard=True)
+    guard = EvalTask(
+        name="g", metric="exact_match", max_new_tokens=4, examples=demo.generate("last", 20, seed=1), guard=True
+    )
     probe = [ex.prompt for ex in demo.generate("max", 16, seed=2)]
     search = SearchConfig(mode="on", learning_rates=[3e-3, 1e-3], steps=20, alphas=[1.0, 0.5], budget_s=None)
-    limits = Limits(max_drop=0.05, guard_max_drop=1.0, max_kl=None, max_bias_increase=None)  # every candidate passes
+    policy = GatePolicy(max_drop=0.05, guard_max_drop=1.0)  # no drift limit, any guard drop: every candidate passes
     chosen, record, training = run(
         model, tokenizer, parent, train_examples=new, replay=[], checks=[guard],
         new_task=EvalTask(name="first", metric="exact_match", max_new_tokens=4, examples=[]), probe_prompts=probe,
-        limits=limits, search=search, recipe=parse_recipe(recipe), train_cfg=TrainConfig(batch_size=8, progress=False),
+        policy=policy, search=search, recipe=parse_recipe(recipe), train_cfg=TrainConfig(batch_size=8, progress=False),
         replay_fraction=0.0, eval_batch_size=32,
     )  # fmt: skip
     assert [(r.learning_rate, r.alpha) for r in record.rungs] == [(3e-3, 1.0), (3e-3, 0.5), (1e-3, 1.0), (1e-3, 0.5)]
@@ -50,15 +53,16 @@ def test_nothing_passing_keeps_the_least_drift_and_says_so():
     model = demo.build_model(tokenizer)
     parent = {k: v.detach().clone() for k, v in model.state_dict().items()}
     search = SearchConfig(mode="on", learning_rates=[3e-3], steps=10, alphas=[1.0, 0.5], budget_s=None)
-    limits = Limits(max_drop=0.05, guard_max_drop=0.0, max_kl=None, max_bias_increase=-1.0)  # nothing can pass
+    policy = GatePolicy(max_drop=None)  # the gate refuses everything without a regression limit, so the search does
     _, record, _ = run(
         model, tokenizer, parent, train_examples=demo.generate("first", 60, seed=0), replay=[], checks=[],
         new_task=EvalTask(name="first", metric="exact_match", max_new_tokens=4, examples=[]),
-        probe_prompts=[ex.prompt for ex in demo.generate("max", 8, seed=2)], limits=limits, search=search,
+        probe_prompts=[ex.prompt for ex in demo.generate("max", 8, seed=2)], policy=policy, search=search,
         recipe=parse_recipe("sa_proj"), train_cfg=TrainConfig(batch_size=8, progress=False), replay_fraction=0.0,
         eval_batch_size=32,
     )  # fmt: skip
     assert not any(r.passed for r in record.rungs)
+    assert all(r.why == ["no regression limit (max_drop) configured: refusing to promote"] for r in record.rungs)
     assert record.rungs[record.chosen].kl == min(r.kl for r in record.rungs)
     assert record.reason.startswith("no candidate kept every guard") and "the gate decides" in record.reason
 
