@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from flow_states import assert_named_after_outcome
 from prefect.client.orchestration import get_client
 
 from skillgraft import demo
@@ -55,7 +56,6 @@ def land(store: LocalStore, tmp: Path, task: str, rows: int, seed: int = 0) -> N
 
 
 def artifacts_of(flow_run_id) -> dict[str, object]:
-    from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
     with get_client(sync_client=True) as client:
@@ -71,18 +71,7 @@ def run_flow(**params):
     state = retrain(return_state=True, **params)
     assert state.is_completed(), state
     outcome = state.result()
-    # the outcome is the final state's name, in the API as the UI's run list shows it
-    named = {
-        "promoted": "Promoted",
-        "rejected": "Rejected",
-        "rolled-back": "RolledBack",
-        "superseded": "Superseded",
-        "check-failed": "CheckFailed",
-        "no-new-data": "NoNewData",
-        "data-rejected": "DataRejected",
-    }
-    with get_client(sync_client=True) as client:
-        assert client.read_flow_run(state.state_details.flow_run_id).state.name == named[outcome.status]
+    assert_named_after_outcome(state, outcome)  # what the UI's run list shows
     return outcome, state.state_details.flow_run_id
 
 
@@ -199,7 +188,6 @@ def test_flows_take_s3_credentials_from_a_prefect_block(harness, s3_endpoint, s3
 
 
 def test_gpu_steps_take_turns_on_the_accelerator_slot_and_give_it_back(bootstrapped, monkeypatch):
-    from prefect.client.orchestration import get_client
     from prefect.concurrency.sync import concurrency
 
     from deployments.serve import ensure_gpu_slot

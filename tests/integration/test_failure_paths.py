@@ -10,6 +10,7 @@ import shutil
 
 import pytest
 import yaml
+from flow_states import assert_named_after_outcome
 from prefect.client.orchestration import get_client
 
 from skillgraft import demo
@@ -39,24 +40,11 @@ def run(**params):
     state = retrain(return_state=True, **params)
     assert state.is_completed(), state
     outcome = state.result()
-    # the outcome is the final state's name, in the API as the UI's run list shows it
-    named = {
-        "promoted": "Promoted",
-        "rejected": "Rejected",
-        "rolled-back": "RolledBack",
-        "superseded": "Superseded",
-        "check-failed": "CheckFailed",
-        "no-new-data": "NoNewData",
-        "data-rejected": "DataRejected",
-    }
-    with get_client(sync_client=True) as client:
-        assert client.read_flow_run(state.state_details.flow_run_id).state.name == named[outcome.status]
+    assert_named_after_outcome(state, outcome)  # what the UI's run list shows
     return outcome, state.state_details.flow_run_id
 
 
 def flow_run_name(flow_run_id) -> str:
-    from prefect.client.orchestration import get_client
-
     with get_client(sync_client=True) as client:
         return client.read_flow_run(flow_run_id).name
 
