@@ -108,6 +108,7 @@ def teach(cfg: SkillgraftConfig, task: str | None, bootstrap: bool) -> RetrainOu
         out.champion = cand.parent
         return out
     settled = promote_checked(
+        cand.candidate.version,
         lambda: t.promote(cfg, cand, decision),
         lambda version, previous: t.post_promotion_check(cfg, version, previous),
         lambda check, to: t.rollback(cfg, check, to),

@@ -54,14 +54,17 @@ class Settled(BaseModel):
 
 
 def promote_checked(
+    version: str,
     promote: Callable[[], PromotionResult],
     check: Callable[[str, str | None], CheckResult] | None,
     rollback: Callable[[CheckResult, str], str],
 ) -> Settled:
-    """Move the pointer (``promote``), then :func:`settle` it. ``check=None``: the caller asked for no check."""
+    """Move the pointer to ``version`` (``promote``), then :func:`settle` it. ``check=None``: the caller asked for no
+    check. A promotion the champion's move made moot is ``superseded``: ``version`` the candidate, ``champion`` the
+    version that stands."""
     moved = promote()
     if not moved.promoted:
-        return Settled(status="superseded", version=moved.champion or "", champion=moved.champion,
+        return Settled(status="superseded", version=version, champion=moved.champion,
                        previous=moved.previous, notes=[moved.reason])  # fmt: skip
     assert moved.champion is not None
     if check is None:

@@ -63,13 +63,13 @@ def mover(reg: Registry, version: str):
 
 def test_a_passing_check_keeps_the_promotion(reg: Registry, store: ObjectStore) -> None:
     seen: list = []
-    out = promote_checked(mover(reg, "v2"), verdict(True, seen), real_rollback(store))
+    out = promote_checked("v2", mover(reg, "v2"), verdict(True, seen), real_rollback(store))
     assert (out.status, out.champion, out.previous, seen) == ("promoted", "v2", "v1", [("v2", "v1")])
     assert reg.champion().version == "v2"  # type: ignore[union-attr]
 
 
 def test_a_failing_check_rolls_back_to_the_champion_before(reg: Registry, store: ObjectStore) -> None:
-    out = promote_checked(mover(reg, "v2"), verdict(False, []), real_rollback(store))
+    out = promote_checked("v2", mover(reg, "v2"), verdict(False, []), real_rollback(store))
     assert (out.status, out.champion) == ("rolled-back", "v1")
     assert out.notes == ["task count: 0.2 vs 0.9"]
     assert reg.champion().version == "v1"  # type: ignore[union-attr]
@@ -81,7 +81,7 @@ def test_a_failing_check_with_no_champion_before_leaves_it_in_place(store: Objec
     r = Registry(store, "demo", actor="tester@ci")
     r.init(BASE)
     add_version(r, b"1")
-    out = promote_checked(mover(r, "v1"), verdict(False, []), real_rollback(store))
+    out = promote_checked("v1", mover(r, "v1"), verdict(False, []), real_rollback(store))
     assert (out.status, out.champion) == ("check-failed", "v1")
     assert out.notes[-1] == "no earlier champion to roll back to"
     assert r.champion().version == "v1"  # type: ignore[union-attr]
@@ -104,10 +104,16 @@ def test_a_rollback_after_another_promotion_landed_leaves_the_newer_champion(reg
 def test_a_superseded_promotion_is_not_checked(reg: Registry, store: ObjectStore) -> None:
     seen: list = []
     lost = PromotionResult(promoted=False, champion="v3", previous="v1", reason="champion moved to v3")
-    out = promote_checked(lambda: lost, verdict(True, seen), real_rollback(store))
-    assert (out.status, out.champion, out.notes, seen) == ("superseded", "v3", ["champion moved to v3"], [])
+    out = promote_checked("v2", lambda: lost, verdict(True, seen), real_rollback(store))
+    assert (out.status, out.version, out.champion, out.notes, seen) == (
+        "superseded",
+        "v2",
+        "v3",
+        ["champion moved to v3"],
+        [],
+    )
 
 
 def test_no_check_asked_for_promotes_without_one(reg: Registry, store: ObjectStore) -> None:
-    out = promote_checked(mover(reg, "v2"), None, real_rollback(store))
+    out = promote_checked("v2", mover(reg, "v2"), None, real_rollback(store))
     assert (out.status, out.champion, out.check) == ("promoted", "v2", None)

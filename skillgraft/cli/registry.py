@@ -318,7 +318,7 @@ def promote(
                       + (" (forced)" if force else ""))  # fmt: skip
         return PromotionResult(promoted=True, champion=pointer.version, previous=pointer.previous, reason=why)
 
-    settled = promote_checked(move, _checker(cfg, st) if check else None, _rollbacker(cfg, st))
+    settled = promote_checked(version, move, _checker(cfg, st) if check else None, _rollbacker(cfg, st))
     if not check:
         with _errors():
             steps.record_check(st, cfg, steps.CheckResult(ok=True, version=version, scores={},
