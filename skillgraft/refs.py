@@ -84,6 +84,7 @@ class TrainingRecord(BaseModel):
     steps: int
     learning_rate: float
     batch_size: int
+    processes: int = Field(1, description="training processes the global batch was split over (DDP ranks)")
     seed: int
     device: str
     dtype: str
@@ -147,11 +148,32 @@ class SearchRecord(BaseModel):
         return "\n".join(lines)
 
 
+class AdapterRef(BaseModel):
+    """A lora version's PEFT adapter, stored as two model files of the version beside its merged delta (the delta is
+    what the version chain loads; the adapter is for serving it as an adapter).
+
+    The adapter changes the weights of ``applies_to`` — the version's parent, or the base for a first version — and
+    only those. To use it: load the parent's weights (``skillgraft export <parent> --out DIR``; for the base, its
+    hub id, its directory, or the snapshot under ``models/<model>/base/``), then
+    ``PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(DIR), ADAPTER_DIR)`` on the directory that
+    ``skillgraft export <version> --format adapter`` writes.
+    """
+
+    files: list[str] = Field(description="the version's model files that make up the adapter")
+    applies_to: str = Field(description="the parent whose weights the adapter changes: a version id, or 'base'")
+    base_model_name_or_path: str = Field(
+        description="what adapter_config.json names as its base: the base's source when the parent is the base, "
+        "else <model>@<parent version>"
+    )
+    strength: float = Field(1.0, description="the search's α, already folded into the adapter's lora_B weights")
+
+
 class Manifest(BaseModel):
     """Written last into a version folder; a version without a valid manifest does not exist for loading.
 
-    ``files`` lists the sha256 and size of every model file of the version (``delta.safetensors``...). Reports written
-    after the version was created (metrics.json, decision.json, card.md) are write-once attachments, not part of it.
+    ``files`` lists the sha256 and size of every model file of the version (``delta.safetensors``; for a lora
+    version also its adapter, see ``adapter``). Reports written after the version was created (metrics.json,
+    decision.json, card.md) are write-once attachments, not part of it.
     """
 
     format: Literal[1] = 1
@@ -164,6 +186,11 @@ class Manifest(BaseModel):
     tasks: list[str] = Field(default_factory=list, description="every task this version is expected to know")
     training: TrainingRecord | None = None
     search: SearchRecord | None = Field(None, description="every candidate of the search, when the fine-tune searched")
+    adapter: AdapterRef | None = Field(None, description="a lora version's PEFT adapter (among files), if stored")
+    flow_run_id: str | None = Field(None, description="the Prefect flow run that trained this version, if one did")
+    software: dict[str, str] = Field(
+        default_factory=dict, description="versions of skillgraft, torch, transformers and peft that trained it"
+    )
     files: dict[str, FileEntry] = Field(default_factory=dict)
     created_at: str = Field(default_factory=utcnow)
     created_by: str = ""

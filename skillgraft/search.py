@@ -68,7 +68,9 @@ def run(
     replay_fraction: float, eval_batch_size: int,
 ) -> tuple[object, SearchRecord, object]:  # fmt: skip
     """Run the search on ``model`` (holding the champion's weights, ``parent_state``); return the model holding the
-    chosen candidate's weights, the record, and the chosen rung's TrainingRecord.
+    chosen candidate's weights, the record, and the chosen rung's TrainingRecord. For a LoRA recipe the chosen rung's
+    adapter, its ``lora_B`` scaled by the chosen α, is held for the returned model
+    (:func:`~skillgraft.recipes.take_adapter`).
 
     ``checks``: EvalTasks whose score may not drop (guards — ``guard=True`` — and old tasks); ``policy``: the gate
     policy the gate will apply, whose :func:`~skillgraft.gate.keeps` checks judge each candidate. ``new_task``: an
@@ -78,6 +80,7 @@ def run(
     from skillgraft.evaluate import EvalTask, score_task
     from skillgraft.gate import keeps
     from skillgraft.probe import answer_token_ids, greedy_mass, mean_kl, number_token_ids, reference
+    from skillgraft.recipes.adapter import hold_adapter, take_adapter
     from skillgraft.train import DriftWatch, fine_tune, mix_replay
     from skillgraft.vision import text_tokenizer
 
@@ -132,9 +135,14 @@ def run(
                     kl=kl, number_mass_rise=mass_rise, passed=not why, why=why,
                     seconds=round(seconds0 + time.perf_counter() - t0, 2))  # fmt: skip
 
+    from skillgraft.distributed import process_count
+
+    one_process = process_count(train_cfg.processes) == 1  # the drift watch probes in one process: DDP rungs run
+    # to their step count, and the KL limit still judges each candidate after training
     watch = DriftWatch(metric="kl", budget=policy.max_kl, every=max(1, search.steps // 6),
-                       prompts=min(32, len(probe_prompts))) if policy.max_kl is not None and probe_prompts else None  # fmt: skip
+                       prompts=min(32, len(probe_prompts))) if policy.max_kl is not None and probe_prompts and one_process else None  # fmt: skip
     best_state: dict[str, torch.Tensor] | None = None
+    best_adapter = None  # a LoRA rung's adapter and the α kept with it
     for lr in search.learning_rates:
         if record.rungs and search.budget_s is not None and time.perf_counter() - started > search.budget_s:
             record.skipped.append(lr)
@@ -144,6 +152,7 @@ def run(
         t0 = time.perf_counter()
         tuned = fine_tune(model, tokenizer, mix, recipe, cfg, probe_prompts=probe_prompts, new_examples=train_part)
         model = tuned.model
+        adapter = take_adapter(model)  # a LoRA rung's adapter, before the next rung's fine-tune replaces it
         trained = time.perf_counter() - t0
         state = model.state_dict()
         # every tensor training changed (by name after the recipe's finish: a LoRA rung is merged into its weights)
@@ -161,6 +170,7 @@ def run(
             if _better(rung, record):
                 record.chosen = len(record.rungs) - 1
                 best_state = {k: state[k].detach().clone() for k in delta}
+                best_adapter = (adapter, alpha) if adapter is not None else None
                 best_training = rung_record
     if record.chosen is None:  # nothing passed: keep the candidate that drifted least (the gate will say why)
         i = min(
@@ -181,6 +191,7 @@ def run(
             sd = model.state_dict()
             for k, v in (best_state or {}).items():
                 sd[k].copy_(v)
+        hold_adapter(model, best_adapter[0].scaled(best_adapter[1]) if best_adapter is not None else None)
     record.seconds = round(time.perf_counter() - started, 1)
     training = best_training.model_copy(update={"learning_rate": rung.learning_rate})
     return model, record, training
@@ -197,7 +208,9 @@ def _better(rung: Rung, record: SearchRecord) -> bool:
 
 def _rebuild(model, tokenizer, parent_state, mix, train_part, recipe, train_cfg, watch, probe_prompts, rung: Rung,
              search: SearchConfig):  # fmt: skip
-    """Train the chosen rung again (same seed: the same weights) and apply its α: the one failed candidate kept."""
+    """Train the chosen rung again (same seed: the same weights) and apply its α: the one failed candidate kept (a
+    LoRA rung's adapter, scaled by the same α, is held for the model: :func:`~skillgraft.recipes.take_adapter`)."""
+    from skillgraft.recipes.adapter import hold_adapter, take_adapter
     from skillgraft.train import fine_tune
 
     model.load_state_dict(parent_state)
@@ -206,8 +219,10 @@ def _rebuild(model, tokenizer, parent_state, mix, train_part, recipe, train_cfg,
     )
     tuned = fine_tune(model, tokenizer, mix, recipe, cfg, probe_prompts=probe_prompts, new_examples=train_part)
     model = tuned.model
+    adapter = take_adapter(model)
     with torch.no_grad():
         for k, v in model.state_dict().items():
             if k in parent_state and not torch.equal(v, parent_state[k]):
                 v.copy_(parent_state[k] + rung.alpha * (v - parent_state[k]))
+    hold_adapter(model, adapter.scaled(rung.alpha) if adapter is not None else None)
     return model, tuned.record

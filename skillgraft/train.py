@@ -314,8 +314,14 @@ class Trainer:
     """
 
     def __init__(self, model: torch.nn.Module, tokenizer, recipe: Recipe, cfg: TrainConfig,
-                 on_step: StepCallback | None = None) -> None:  # fmt: skip
+                 on_step: StepCallback | None = None, *, accelerator: Any | None = None) -> None:  # fmt: skip
+        """``accelerator``: an ``accelerate.Accelerator`` when this is one rank of a distributed fine-tune
+        (:mod:`skillgraft.distributed` makes one per process); the model is then wrapped for DDP and each rank
+        trains on its share of every global batch."""
         self.model, self.tokenizer, self.recipe, self.cfg, self.on_step = model, tokenizer, recipe, cfg, on_step
+        self.accelerator = accelerator
+        self.rank = accelerator.process_index if accelerator is not None else 0
+        self.world = accelerator.num_processes if accelerator is not None else 1
         self.done = 0  # optimizer steps run so far
         self.stopped = False  # the drift watch stopped training early
         self._ready = False
@@ -335,8 +341,13 @@ class Trainer:
                 "train.drift_watch is set but no probe prompts were given: pass old-task prompts as probe_prompts, "
                 "or set drift_watch: null"
             )
+        if watch_cfg is not None and self.world > 1:
+            raise TrainingError(
+                f"train.drift_watch probes the model in one process; with train.processes {self.world} set "
+                "drift_watch: null (or processes: 1)"
+            )
         seed_everything(cfg.seed)
-        self.device = device = resolve_device(cfg.device)
+        self.device = device = self.accelerator.device if self.accelerator is not None else resolve_device(cfg.device)
         use_bf16 = cfg.bf16 if cfg.bf16 is not None else (device.type == "cuda" and torch.cuda.is_bf16_supported())
         if use_bf16 and device.type != "cuda":
             raise TrainingError("bf16 autocast is only used on CUDA here; set train.bf16: false on CPU")
@@ -349,6 +360,14 @@ class Trainer:
 
         self.model, self.selection = apply_recipe(self.model, self.recipe)
         self.model.to(device)
+        self._unwrapped = self.model
+        if self.world > 1:
+            self.model = self.accelerator.prepare_model(self.model)  # DDP: gradients averaged over the ranks
+        share = cfg.batch_size // self.world
+        self.micro = min(cfg.micro_batch_size or share, share)
+        # the accumulating step (several ranks, or micro-batches): every loss is a sum over answer tokens divided by
+        # the global batch's answer-token count, so N ranks x M micro-batches give the one-batch gradient
+        self.accumulating = self.world > 1 or self.micro < cfg.batch_size
         self.watch = None
         if watch_cfg is not None:
             new = list(new_examples or examples)[: watch_cfg.examples]
@@ -396,15 +415,64 @@ class Trainer:
         """No step left: the configured count is reached or the drift watch stopped training."""
         return self.stopped or self.done >= self.cfg.steps
 
-    def next_batch(self) -> dict[str, torch.Tensor]:
-        """The next batch, on the device: the examples in a seeded shuffled order, reshuffled every pass."""
+    def next_indices(self) -> list[int]:
+        """The next global batch's example indices: a seeded shuffled order, reshuffled every pass (the same on
+        every rank)."""
         size = self.cfg.batch_size
         if len(self.order) < size:
             fresh = list(range(len(self.encoded)))
             self.gen.shuffle(fresh)
             self.order.extend(fresh * max(1, math.ceil(size / len(fresh))))
         idx, self.order = self.order[:size], self.order[size:]
+        return idx
+
+    def _collated(self, idx: Sequence[int]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device) for k, v in collate([self.encoded[i] for i in idx], self.pad_id).items()}
+
+    def next_batch(self) -> dict[str, torch.Tensor]:
+        """The next global batch, on the device."""
+        return self._collated(self.next_indices())
+
+    def _forward_backward(self) -> torch.Tensor:
+        """One global batch the plain way: one forward and backward, the mean loss over its answer tokens."""
+        batch = self.next_batch()
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
+            loss = self.model(**batch).loss
+        self._check_finite(loss)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        return loss.detach()
+
+    def _accumulated_backward(self) -> torch.Tensor:
+        """One global batch over ranks and micro-batches: this rank takes every world-th example, in micro-batches;
+        each micro-batch's loss is its answer-token loss sum over the global batch's answer-token count (times the
+        rank count, which DDP's averaging divides out). Returns the global batch's mean loss (all ranks agree)."""
+        from contextlib import nullcontext
+
+        idx = self.next_indices()
+        tokens = sum(sum(1 for t in self.encoded[i].labels[1:] if t != -100) for i in idx)  # after the causal shift
+        mine = idx[self.rank :: self.world]
+        chunks = [mine[j : j + self.micro] for j in range(0, len(mine), self.micro)]
+        self.opt.zero_grad(set_to_none=True)
+        total = torch.zeros((), device=self.device)
+        count = torch.tensor(float(tokens), device=self.device)
+        for j, chunk in enumerate(chunks):
+            sync = j == len(chunks) - 1 or self.world == 1
+            with (
+                self.model.no_sync() if not sync else nullcontext(),
+                torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16),
+            ):
+                loss = self.model(**self._collated(chunk), num_items_in_batch=count).loss
+            self._check_finite(loss)
+            (loss * self.world).backward()
+            total += loss.detach().float()
+        if self.world > 1:
+            torch.distributed.all_reduce(total)
+        return total
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss):
+            raise TrainingError(f"loss became {loss.item()} at step {self.done}; lower train.learning_rate")
 
     def step(self) -> bool:
         """One optimizer step; the drift watch checks on its schedule. True while there is a step left."""
@@ -412,13 +480,7 @@ class Trainer:
             raise TrainingError("Trainer.step before setup")
         cfg, model, step = self.cfg, self.model, self.done
         t0 = time.perf_counter()
-        batch = self.next_batch()
-        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
-            loss = model(**batch).loss
-        if not torch.isfinite(loss):
-            raise TrainingError(f"loss became {loss.item()} at step {step}; lower train.learning_rate")
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = self._accumulated_backward() if self.accumulating else self._forward_backward()
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
         self.opt.step()
@@ -448,6 +510,7 @@ class Trainer:
         """Keep the drift watch's best checkpoint, merge adapters, freeze, move to CPU; the record of what ran."""
         if self.bar is not None:
             self.bar.close()
+        self.model = self._unwrapped  # a DDP wrapper's module: the parameters themselves
         if self.watch is not None:
             self.watch.keep_best(self.model, self.done)
         self.model.eval()
@@ -458,6 +521,7 @@ class Trainer:
             steps=self.done,  # optimizer steps actually run (a drift watch may stop early)
             learning_rate=self.cfg.learning_rate,
             batch_size=self.cfg.batch_size,
+            processes=self.world,
             seed=self.cfg.seed,
             device=str(self.device),
             dtype="bf16-autocast" if self.use_bf16 else str(next(model.parameters()).dtype).replace("torch.", ""),
@@ -489,10 +553,19 @@ def fine_tune(
     ``new_examples`` the new-task examples whose loss picks the checkpoint to keep (default: the first
     ``drift_watch.examples`` training examples).
 
+    With ``cfg.processes`` above 1 (or ``auto`` and several GPUs) the fine-tune runs as that many DDP ranks
+    (:mod:`skillgraft.distributed`); ``on_step`` is then not called.
+
     Returns the trained model (LoRA adapters merged back, so parameter names match the base), the selection plan and
     the training record. Raises :class:`TrainingError` on empty data, over-long examples, mixed model inputs, or a
     drift watch without probe prompts, before any step runs.
     """
+    from skillgraft.distributed import process_count
+
+    if (processes := process_count(cfg.processes)) > 1:  # DDP ranks through accelerate (skillgraft.distributed)
+        from skillgraft import distributed
+
+        return distributed.fine_tune(model, tokenizer, examples, recipe, cfg, processes, new_examples=new_examples)
     trainer = Trainer(model, tokenizer, recipe, cfg, on_step)
     trainer.setup(examples, probe_prompts=probe_prompts, new_examples=new_examples)
     while not trainer.running_out and trainer.step():

@@ -53,11 +53,24 @@ class TrainConfig(BaseModel):
     log_every: int = Field(10, ge=1, description="keep the loss every N steps")
     progress: bool = True
     drift_watch: DriftWatch | None = Field(None, description="stop early on output drift; None: off")
+    processes: int | Literal["auto"] = Field(
+        1, description="training processes (DDP through accelerate: one per GPU, gloo on CPU); auto: one per GPU"
+    )
+    micro_batch_size: int | None = Field(
+        None, ge=1, description="examples per forward/backward in each process (gradient accumulation); None: all"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
         if self.warmup_steps >= self.steps and self.warmup_steps > 0:
             raise ValueError(f"warmup_steps ({self.warmup_steps}) must be smaller than steps ({self.steps})")
+        if isinstance(self.processes, int) and self.processes < 1:
+            raise ValueError(f"processes is {self.processes}: give 1 or more, or auto (one per visible GPU)")
+        if isinstance(self.processes, int) and self.batch_size % self.processes:
+            raise ValueError(
+                f"batch_size {self.batch_size} does not split evenly over {self.processes} processes: batch_size is "
+                f"the global batch, so make it a multiple of processes"
+            )
         return self
 
 
