@@ -6,7 +6,8 @@ tasks, the CLI and the tests agree on one layout. Keys are relative to the store
     models/<model>/model.json                        written once: name, base (BaseRef), created_at, base files
     models/<model>/base/<file>                       optional base snapshot files, write-once
     models/<model>/versions/<v>/claim.json           written FIRST (put-if-absent): reserves the version id <v>
-    models/<model>/versions/<v>/<file>               model files, write-once (delta.safetensors, ...)
+    models/<model>/versions/<v>/<file>               model files, write-once (delta.safetensors; a lora version also
+                                                     adapter_config.json + adapter_model.safetensors)
     models/<model>/versions/<v>/manifest.json        written LAST, with sha256 + size of every model file
     models/<model>/versions/<v>/<attachment>         write-once reports added later (metrics.json, decision.json,
                                                      card.md)
@@ -64,6 +65,17 @@ CARD = "card.md"
 CHAMPION = "champion.json"
 HISTORY = "history.jsonl"
 GUARDS = "guards.json"
+ADAPTER_CONFIG = "adapter_config.json"
+"""A lora version's PEFT adapter config (a model file of the version, beside the merged delta)."""
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+"""A lora version's PEFT adapter weights, safetensors (a model file of the version)."""
+ADAPTER_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS)
+"""The names PEFT's ``save_pretrained`` writes and ``PeftModel.from_pretrained`` reads, in a version and an export."""
+
+EXPORT_CARD = "README.md"
+"""An exported directory's model card (YAML front matter the Hugging Face hub reads, then the lineage and scores)."""
+EXPORT_PROVENANCE = "skillgraft.json"
+"""An exported directory's provenance: the version, its chain and base, the lineage and every exported file's sha256."""
 
 TASK_SPEC = "task.json"
 BATCH_MANIFEST = "batch.json"

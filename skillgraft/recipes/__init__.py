@@ -1,10 +1,11 @@
 """Recipes: which parameters of a model train — sa_proj (default), mlp_gate_up, full, lora, patterns.
 
 Plan with :func:`select` (pure, on parameter names), act with :func:`apply_recipe`, and call :func:`finish` after
-training (merges LoRA adapters; identity otherwise). Model types are resolved through one architecture map
-(:mod:`skillgraft.recipes.architectures`).
+training (merges LoRA adapters, holding the adapter for :func:`take_adapter`; identity otherwise). Model types are
+resolved through one architecture map (:mod:`skillgraft.recipes.architectures`).
 """
 
+from skillgraft.recipes.adapter import LoraAdapter, take_adapter
 from skillgraft.recipes.apply import apply_recipe, count_parameters, finish
 from skillgraft.recipes.architectures import ARCHITECTURES, KNOWN_MODEL_TYPES, Architecture, architecture_for
 from skillgraft.recipes.errors import (
@@ -30,6 +31,7 @@ __all__ = [
     "KNOWN_MODEL_TYPES",
     "LayerOutOfRange",
     "LoRA",
+    "LoraAdapter",
     "MLPGateUp",
     "NothingMatched",
     "Patterns",
@@ -45,4 +47,5 @@ __all__ = [
     "finish",
     "parse_recipe",
     "select",
+    "take_adapter",
 ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from skillgraft.recipes.adapter import capture, hold_adapter
 from skillgraft.recipes.errors import RecipeError
 from skillgraft.recipes.lora import LoRA
 from skillgraft.recipes.recipe import Recipe, parse_recipe
@@ -37,9 +38,13 @@ def apply_recipe(model: torch.nn.Module, recipe: str | dict[str, Any] | Recipe) 
 
 def finish(model: torch.nn.Module, recipe: str | dict[str, Any] | Recipe) -> torch.nn.Module:
     """The trained model with base parameter names and shapes: for LoRA, adapters merged into the base weights and
-    unloaded (the caller can diff tensors against the base); any other recipe returns ``model`` unchanged."""
+    unloaded (the caller can diff tensors against the base); any other recipe returns ``model`` unchanged.
+
+    For LoRA the adapter is captured first, as PEFT's own files, and held for the merged model:
+    :func:`~skillgraft.recipes.adapter.take_adapter` on the returned model hands it out (once)."""
     recipe = parse_recipe(recipe)
     if not isinstance(recipe, LoRA):
+        hold_adapter(model, None)  # whatever an earlier lora finish held for this model is not this result's
         return model
     from peft import PeftModel
 
@@ -47,7 +52,10 @@ def finish(model: torch.nn.Module, recipe: str | dict[str, Any] | Recipe) -> tor
         raise RecipeError(
             f"finish() with a lora recipe needs the PeftModel that apply_recipe returned, got {type(model).__name__}"
         )
-    return model.merge_and_unload()
+    adapter = capture(model)
+    merged = model.merge_and_unload()
+    hold_adapter(merged, adapter)
+    return merged
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
