@@ -18,6 +18,7 @@ from skillgraft.config import SkillgraftConfig
 from skillgraft.data import Example, Intake
 from skillgraft.evaluate import EvalTask, RegressionReport, run_suite, score_task
 from skillgraft.gate import Decision, decide
+from skillgraft.lineage import parent_name, software_versions
 from skillgraft.models import (
     LoadedModel,
     apply_deltas,
@@ -30,7 +31,8 @@ from skillgraft.models import (
     state_dict_sha256,
 )
 from skillgraft.promotion import CheckResult, PromotionResult, settle
-from skillgraft.refs import BaseRef, BatchRef, Manifest, VersionRef
+from skillgraft.recipes import LoRA, take_adapter
+from skillgraft.refs import AdapterRef, BaseRef, BatchRef, Manifest, VersionRef
 from skillgraft.registry import BaseMismatch, ChampionPointer, PromotionConflict, Registry
 from skillgraft.store import ObjectStore
 from skillgraft.train import fine_tune, mix_replay
@@ -186,11 +188,14 @@ class CandidateInfo(BaseModel):
 
 
 def train_candidate(
-    store: ObjectStore, cfg: SkillgraftConfig, batches: list[BatchRef], *, bootstrap: bool = False
-) -> CandidateInfo:
+    store: ObjectStore, cfg: SkillgraftConfig, batches: list[BatchRef], *, bootstrap: bool = False,
+    flow_run_id: str | None = None,
+) -> CandidateInfo:  # fmt: skip
     """Fine-tune the champion (or the bare base) on ``batches`` and store the result as a new version.
 
     ``bootstrap`` uses ``cfg.bootstrap_recipe`` / ``bootstrap_train`` (teaching a bare base its first tasks).
+    ``flow_run_id``: the Prefect flow run doing this, recorded in the manifest. A lora version also stores its PEFT
+    adapter (captured before the merge, relative to the parent's weights) beside the merged delta.
     """
     if not batches:
         raise ValueError("no accepted batches to train on")
@@ -239,13 +244,21 @@ def train_candidate(
         tuned = fine_tune(loaded.model, loaded.tokenizer, mix, recipe, tcfg, probe_prompts=probe, new_examples=train)
         log.info("%s", tuned.selection.summary())
         model, record = tuned.model, tuned.record
+    adapter = take_adapter(model)  # the LoRA adapter finish() merged (None for other recipes)
     delta = extract_delta(parent_state, model.state_dict())
     info = reg.info()
     manifest = Manifest(
         model=cfg.model, version="pending", parent=parent, base=info.base, recipe=recipe.model_dump(mode="json"),
         batches=batches, tasks=sorted(set(known) | set(new_tasks)), training=record, search=search_record,
+        flow_run_id=flow_run_id, software=software_versions(),
     )  # fmt: skip
     files = {DELTA_FILE: delta_to_bytes(delta, {"parent": label(parent), "recipe": recipe.kind})}
+    if adapter is not None and isinstance(recipe, LoRA):
+        applies_to = parent_name(manifest)
+        strength = search_record.rungs[search_record.chosen].alpha if search_record is not None else 1.0
+        files.update(adapter.files(applies_to=applies_to, revision=info.base.revision if parent is None else None))
+        manifest.adapter = AdapterRef(files=list(layout.ADAPTER_FILES), applies_to=label(parent),
+                                      base_model_name_or_path=applies_to, strength=strength)  # fmt: skip
     ref = reg.create_version(files, manifest)
     r = record
     return CandidateInfo(
@@ -625,6 +638,11 @@ def model_card(reg: Registry, cand: CandidateInfo, report: RegressionReport, dec
         f"- data: {', '.join(f'{b.task}/{b.batch_id}' for b in m.batches)}",
         f"- tasks known: {', '.join(m.tasks)}",
     ]
+    if m.adapter is not None:
+        lines.append(f"- adapter: {' + '.join(m.adapter.files)}, on the weights of {m.adapter.base_model_name_or_path} "
+                     f"(`skillgraft export {m.version} --format adapter`)")  # fmt: skip
+    if m.flow_run_id is not None:
+        lines.append(f"- Prefect flow run: {m.flow_run_id}")
     if t is not None:
         lines.append(
             f"- training: {t.steps} steps, lr {t.learning_rate}, batch {t.batch_size}, seed {t.seed}, {t.device} "
@@ -638,43 +656,9 @@ def model_card(reg: Registry, cand: CandidateInfo, report: RegressionReport, dec
     return "\n".join(lines)
 
 
-def export(store: ObjectStore, model: str, version: str | None, out: Path) -> Path:
-    """Write a full Hugging Face model directory (base + delta chain, safetensors) for serving, plus
-    ``skillgraft.json`` naming the model, version, chain and base it was built from.
+def export(store: ObjectStore, model: str, version: str | None, out: Path, *, format: str = "merged") -> Path:
+    """:func:`skillgraft.export.export`: the version's merged weights (a full Hugging Face model directory) or, with
+    ``format="adapter"``, a lora version's PEFT adapter; with a model card and ``skillgraft.json`` either way."""
+    from skillgraft.export import export as write
 
-    ``version`` None: the champion. Every file is checked against its manifest while loading. The directory appears
-    whole or not at all: it is written beside ``out`` and renamed into place. Raises :class:`ModelNotFound`,
-    :class:`NoChampion`, :class:`VersionNotValid` (missing, incomplete, corrupt), or :class:`FileExistsError` when
-    ``out`` exists and is not an empty directory — each before anything is written.
-    """
-    import shutil
-    import tempfile
-
-    from skillgraft.models import save_pretrained_dir
-    from skillgraft.registry import ModelNotFound
-
-    reg = Registry(store, model)
-    info = reg.info()
-    if info is None:
-        raise ModelNotFound(f"model {model!r} is not registered in {store.url}; nothing was exported")
-    if version is None:
-        version = reg.require_champion().version
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(f"{out} already exists and is not an empty directory: export into a new directory")
-    versions = chain(reg, version)  # VersionNotFound / VersionNotValid before any heavy work
-    loaded = load_version(reg, version)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
-        save_pretrained_dir(loaded.model, loaded.tokenizer, tmp)
-        provenance = {"model": model, "version": version, "chain": versions, "base": info.base.model_dump(mode="json"),
-                      "store": store.url}  # fmt: skip
-        (tmp / "skillgraft.json").write_text(json.dumps(provenance, indent=2) + "\n")
-        if out.exists():
-            out.rmdir()  # empty (checked above); rename needs the name free
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return write(store, model, version, out, format=format)  # type: ignore[arg-type]

@@ -168,8 +168,12 @@ def ingest(cfg: SkillgraftConfig, task_name: str | None) -> Ingested:
 
 @task(name="fine-tune", cache_policy=NO_CACHE)
 def fine_tune(cfg: SkillgraftConfig, batches: list[BatchRef], bootstrap: bool) -> steps.CandidateInfo:
+    from prefect.runtime import flow_run
+
+    run_id = flow_run.id  # recorded in the version's manifest (lineage); None outside a flow run
     with accelerator_slot("fine-tune"):
-        cand = steps.train_candidate(store_for(cfg), cfg, batches, bootstrap=bootstrap)
+        cand = steps.train_candidate(store_for(cfg), cfg, batches, bootstrap=bootstrap,
+                                     flow_run_id=str(run_id) if run_id else None)  # fmt: skip
     # the loss curve as a PNG data URL inside the markdown: the UI renders it inline (checked in a real browser); an
     # image artifact renders it too, but prints the whole data URL beside it
     title = f"{cfg.model} {cand.candidate.version} ({cand.recipe})"

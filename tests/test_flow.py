@@ -95,6 +95,7 @@ def test_bootstrap_run_teaches_the_old_tasks_and_promotes_v1(bootstrapped):
     reg = Registry(LocalStore(store_dir), "demo")
     assert reg.champion().version == "v1"
     assert [h.action for h in reg.history()] == ["promote", "post-check-passed"]
+    assert reg.manifest("v1").flow_run_id == str(run_id)  # the lineage names the run that trained it
     arts = artifacts_of(run_id)
     assert {"demo-data-validation", "demo-training", "demo-regression", "demo-decision"} <= set(arts)
     table = json.loads(arts["demo-regression"].data)

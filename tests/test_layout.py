@@ -28,6 +28,12 @@ def test_model_keys() -> None:
     assert layout.version_file_key("demo", "v3", layout.METRICS) == "models/demo/versions/v3/metrics.json"
     assert layout.version_file_key("demo", "v3", layout.DECISION) == "models/demo/versions/v3/decision.json"
     assert layout.version_file_key("demo", "v3", layout.CARD) == "models/demo/versions/v3/card.md"
+    adapter = [layout.version_file_key("demo", "v3", name) for name in layout.ADAPTER_FILES]
+    assert adapter == [
+        "models/demo/versions/v3/adapter_config.json",
+        "models/demo/versions/v3/adapter_model.safetensors",
+    ]
+    assert all(layout.is_file_name(name) for name in layout.ADAPTER_FILES)
     assert layout.champion_key("demo") == "models/demo/champion.json"
     assert layout.history_key("demo") == "models/demo/history.jsonl"
     assert layout.guards_key("demo") == "models/demo/guards.json"
@@ -219,6 +225,9 @@ KEY_PATTERNS = [
     (r"decision\.json", "decision.json"),
     (r"^card\.md$", "card.md"),
     (r"delta\.safetensors", "delta.safetensors"),
+    (r"adapter_config\.json", "adapter_config.json"),
+    (r"adapter_model\.safetensors", "adapter_model.safetensors"),
+    (r"^skillgraft\.json$", "skillgraft.json"),
 ]
 SEGMENTS = {"models", "tasks", "incoming", "quarantine", "announced", "_invalid", "versions", "batches", "images"}
 """A top-level folder or key segment as a literal of its own: a key when it is defined as a constant, or joined into
@@ -313,6 +322,7 @@ def test_no_module_but_the_layout_spells_a_store_key() -> None:
         'prefix = f"{root}/base/"',
         'key = f"models/{m}/guards/{g}/base-{h}.json"',
         'ref = f"images/{digest}{suffix}"',
+        'files = {"adapter_config.json": config, "adapter_model.safetensors": weights}',
         'folder = "quarantine"',
         'key = "/".join(["incoming", task, name])',
         'key = "tasks" + "/" + t',

@@ -4,7 +4,8 @@ Exit codes (the same for every command here, so scripts can branch on them):
 
 ====  =========================================================================================================
 0     done
-1     not found or unreachable: unknown model or version, no champion, nothing to roll back, a store error
+1     not found or unreachable: unknown model or version, no champion, nothing to roll back, a store error,
+      no adapter to export (``export --format adapter`` of a version not trained with lora)
 2     usage: a bad option, name or config file (typer / the config loader)
 3     refused by the gate: no stored decision, a ``reject`` decision, or one made against another champion
       (``promote --force`` overrides and is recorded in the history)
@@ -23,6 +24,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -443,28 +445,44 @@ def repair(
 # --- export ---------------------------------------------------------------------------------------------------------
 
 
+class ExportFormat(StrEnum):
+    merged = "merged"
+    adapter = "adapter"
+
+
 @app.command()
 def export(
     version: Annotated[str | None, typer.Argument(help="version (default: the champion)")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="directory to create (must not exist, or be empty)")] = ...,
+    format: Annotated[
+        ExportFormat,
+        typer.Option(
+            "--format",
+            "-f",
+            help="merged: the full weights (base + delta chain); adapter: a lora version's PEFT adapter, to load "
+            "with PeftModel.from_pretrained on its parent's weights",
+        ),
+    ] = ExportFormat.merged,
     model: ModelOpt = None,
     store: StoreOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Write a full Hugging Face model directory (config, model.safetensors, tokenizer) for serving.
+    """Write a version for serving: a full Hugging Face model directory (config, model.safetensors, tokenizer), or
+    with --format adapter a lora version's PEFT adapter (adapter_config.json, adapter_model.safetensors).
 
-    Built from the base and the version's delta chain, every file checked against its manifest. The directory
-    appears whole or not at all, with skillgraft.json recording the model, version and chain.
+    Every file read is checked against its manifest. The directory appears whole or not at all, with README.md (a
+    model card the Hugging Face hub reads: base model, tags, the gate's scores) and skillgraft.json (the model,
+    version, chain, lineage and each file's sha256). Exits 1 when the version has no adapter.
     """
     from skillgraft import steps
 
     cfg, st, _reg = _open(config, store, model)
     with _errors():
         try:
-            path = steps.export(st, cfg.model, version, out)
+            path = steps.export(st, cfg.model, version, out, format=format.value)
         except FileExistsError as e:
             fail(str(e), EXIT_USAGE)
-    console.print(f"wrote {escape(str(path))}")
+    console.print(f"wrote {escape(str(path))} ({format.value})")
 
 
 @app.command()
