@@ -4,12 +4,25 @@ Write-once and compare-and-swap use S3 conditional writes: ``put_object(IfNoneMa
 and ``put_object(IfMatch=<etag>)`` for :meth:`S3Store.replace_if`; the server decides atomically, so two writers never
 both win. The etag is the object's ETag header, passed back verbatim.
 
+Objects of any size: a create-only write (``put_new``, and ``replace_if`` with ``expected=None``) above
+``multipart_threshold`` (default 64 MiB) goes as a multipart upload of ``part_size`` parts (default 16 MiB) whose
+completion carries ``IfNoneMatch="*"``, so it lands whole or not at all and two writers still never both win; an
+upload that fails or loses the race is aborted (no orphaned parts). A replacement (``IfMatch``) stays one
+``put_object`` (up to S3's 5 GB): only small records are ever replaced (pointer, history, guards), and not every S3
+API checks ``IfMatch`` on CompleteMultipartUpload (moto does not). boto3's managed transfer cannot carry those conditions, so the parts
+are sent here, one at a time (bounded memory beyond the object itself). Every write sends a SHA-256 checksum (each part
+its own) that the server verifies; every read asks for checksum validation: botocore checks a whole-object SHA-256, and a multipart object's
+composite SHA-256 (the SHA-256 of its parts' SHA-256s) is recomputed here from the bytes read.
+
 Failures a user must fix (no endpoint, wrong credentials, missing bucket) raise one :class:`StoreError` subclass
 each, naming the bucket and endpoint and what to check — never the credentials themselves.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import io
 import os
 from collections.abc import Iterator
 from typing import Any, NoReturn
@@ -52,6 +65,10 @@ _CREDENTIAL_CODES = frozenset(
     }
 )
 _DENIED_CODES = frozenset({"AccessDenied", "AllAccessDisabled", "403", "Forbidden"})
+MULTIPART_THRESHOLD = 64 * 1024 * 1024
+"""Writes above this many bytes go as a multipart upload (completed under the write's condition)."""
+PART_SIZE = 16 * 1024 * 1024
+MIN_PART_SIZE = 5 * 1024 * 1024  # S3's smallest part (all but the last)
 _MISSING_KEY_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 _CONFLICT_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409"})
 
@@ -99,7 +116,15 @@ class S3Store:
         client: Any | None = None,
         endpoint_url: str | None = None,
         region: str | None = None,
+        multipart_threshold: int = MULTIPART_THRESHOLD,
+        part_size: int = PART_SIZE,
     ) -> None:
+        if part_size < MIN_PART_SIZE or multipart_threshold < part_size:
+            raise StoreError(
+                f"S3 multipart: part_size must be at least {MIN_PART_SIZE} bytes (S3's minimum) and multipart_threshold "
+                f"at least part_size; got part_size {part_size}, multipart_threshold {multipart_threshold}"
+            )
+        self.multipart_threshold, self.part_size = multipart_threshold, part_size
         if not bucket or "/" in bucket:
             raise StoreError(f"invalid S3 bucket name {bucket!r}: give the bare bucket name (s3://<bucket>/<prefix>)")
         self.bucket = bucket
@@ -210,7 +235,8 @@ class S3Store:
     def get_with_etag(self, key: str) -> tuple[bytes, str]:
         full = self._full(key)
         try:
-            response = self._client.get_object(Bucket=self.bucket, Key=full)
+            # botocore checks a whole-object SHA-256 itself; a multipart object's is composite: checked below
+            response = self._client.get_object(Bucket=self.bucket, Key=full, ChecksumMode="ENABLED")
             data = response["Body"].read()
         except ClientError as err:
             if self._code(err) in _MISSING_KEY_CODES:
@@ -219,7 +245,27 @@ class S3Store:
         except BotoCoreError as err:
             self._raise(err, f"read {key!r}")
         self._bucket_seen = True
+        checksum = response.get("ChecksumSHA256") or ""
+        if "-" in checksum:
+            self._check_composite(key, data, checksum)
         return data, response["ETag"]
+
+    def _check_composite(self, key: str, data: bytes, checksum: str) -> None:
+        """A multipart object's SHA-256 is the SHA-256 of its parts' SHA-256s, ``-<parts>``: recompute it from the
+        bytes read, for the part size this store writes (or the common ones other tools use)."""
+        digest, count = checksum.rsplit("-", 1)
+        parts = int(count)
+        sizes = [self.part_size, 8 * 1024 * 1024, MIN_PART_SIZE, 16 * 1024 * 1024, 64 * 1024 * 1024]
+        for size in dict.fromkeys(sizes):
+            if -(-len(data) // size) != parts:
+                continue
+            inner = b"".join(hashlib.sha256(data[i : i + size]).digest() for i in range(0, len(data), size))
+            if base64.b64encode(hashlib.sha256(inner).digest()).decode() == digest:
+                return
+        raise StoreError(
+            f"{key!r} in {self._where()} does not match its stored SHA-256 ({checksum}): the bytes read are not the "
+            f"bytes written (or its {parts} parts have a size skillgraft does not write); nothing was used"
+        )
 
     def exists(self, key: str) -> bool:
         full = self._full(key)
@@ -256,7 +302,12 @@ class S3Store:
         """Conditional put; False when the server refused the condition (412, or 409 for a concurrent write)."""
         full = self._full(key)
         try:
-            self._client.put_object(Bucket=self.bucket, Key=full, Body=data, **condition)
+            if len(data) > self.multipart_threshold and condition.get("IfNoneMatch") == "*":
+                self._put_parts(full, data, condition)
+            else:
+                self._client.put_object(
+                    Bucket=self.bucket, Key=full, Body=data, ChecksumAlgorithm="SHA256", **condition
+                )
         except ClientError as err:
             code = self._code(err)
             if code in _CONFLICT_CODES:
@@ -269,6 +320,27 @@ class S3Store:
             self._raise(err, action)
         self._bucket_seen = True
         return True
+
+    def _put_parts(self, full: str, data: bytes, condition: dict[str, str]) -> None:
+        """A multipart upload of ``data`` completed under ``condition``; aborted unless it completes."""
+        upload = self._client.create_multipart_upload(Bucket=self.bucket, Key=full, ChecksumAlgorithm="SHA256")
+        upload_id, done = upload["UploadId"], False
+        try:
+            parts, view = [], io.BytesIO(data)
+            for number in range(1, -(-len(data) // self.part_size) + 1):
+                body = view.read(self.part_size)
+                sent = self._client.upload_part(Bucket=self.bucket, Key=full, UploadId=upload_id, PartNumber=number,
+                                                Body=body, ChecksumAlgorithm="SHA256")  # fmt: skip
+                parts.append({"PartNumber": number, "ETag": sent["ETag"], "ChecksumSHA256": sent["ChecksumSHA256"]})
+            self._client.complete_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload_id,
+                                                   MultipartUpload={"Parts": parts}, **condition)  # fmt: skip
+            done = True
+        finally:
+            if not done:
+                try:
+                    self._client.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload_id)
+                except (ClientError, BotoCoreError):
+                    pass  # the original error is the one to report; a bucket lifecycle rule reaps stale uploads
 
     def put_new(self, key: str, data: bytes) -> None:
         if not self._put(key, data, f"write {key!r}", IfNoneMatch="*"):
