@@ -100,7 +100,9 @@ def _rank(rank: int, world: int, port: int, tmp: str, on_cpu: bool, model, token
     )  # fmt: skip
     if on_cpu:
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # loopback: no dependence on the host's interfaces
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+        threads = max(1, (os.cpu_count() or 1) // world)  # the ranks share this machine's cores
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+        torch.set_num_threads(threads)
     try:
         _train_rank(rank, tmp, on_cpu, model, tokenizer, examples, new_examples, recipe, cfg)
     except BaseException:
