@@ -1,9 +1,4 @@
-"""Serve skillgraft's deployments for one model and store: ``retrain/<model>`` and ``--gpu-slot NAME`` (env ``SKILLGRAFT_GPU_SLOT``)
-    the Prefect global concurrency limit guarding this machine's accelerator (created with ``--gpu-slots`` slots,
-    default 1, when missing). The fine-tune and regression-suite steps of every run served here hold one slot while
-    they run, so the retrains of several models sharing a GPU take turns (tasks/steps.py: ``accelerator_slot``).
-
-``watch/<model>``.
+"""Serve skillgraft's deployments for one model and store: ``retrain/<model>`` and ``watch/<model>``.
 
     PREFECT_API_URL=http://127.0.0.1:4200/api python -m deployments.serve --config skillgraft.yaml
 
