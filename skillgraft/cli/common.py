@@ -31,7 +31,7 @@ class SafeConsole(Console):
 
 
 console = SafeConsole()
-err = SafeConsole(stderr=True)
+err = SafeConsole(stderr=True, soft_wrap=True)  # an error line stays one line: a path in it is never broken in a log
 
 StoreOpt = Annotated[str | None, typer.Option("--store", envvar="SKILLGRAFT_STORE", help="store URL: a directory or s3://bucket/prefix")]  # fmt: skip
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", envvar="SKILLGRAFT_MODEL", help="registered model name")]  # fmt: skip
