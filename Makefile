@@ -35,8 +35,11 @@ demo: $(STAMP)
 server: $(STAMP)
 	$(VENV)/bin/skillgraft server
 
+# Two workers: most tests run torch on one thread or wait on a subprocess, so the second core would idle. Each module
+# stays on one worker (tests/conftest.py); `make test PYTEST_WORKERS=0` runs everything in this process.
+PYTEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS))
 
 # ruff's linter and formatter (configured in pyproject.toml); .ci/run runs this before the tests. `make format` fixes.
 lint: $(STAMP)

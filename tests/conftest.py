@@ -12,6 +12,23 @@ from typing import Any
 
 import pytest
 
+# --- test distribution ---
+# `make test` runs two pytest-xdist workers. Each module stays on one worker, so its module-scoped fixtures (a
+# pretrained base, a Prefect test server) are built once; tests/integration shares one package-scoped
+# `skillgraft server`, so the whole package goes to one worker as one unit. Without xdist this does nothing.
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):  # pytest-xdist's hook: pick the scheduler
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByModule(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "tests/integration" if path.startswith("tests/integration/") else path
+
+    return ByModule(config, log)
+
+
 # --- store fixtures ---
 # `store` runs a test on both backends: a LocalStore in tmp_path, and an S3Store against moto's S3 HTTP API on
 # 127.0.0.1 (one server per session, a fresh bucket per test, keys under a non-empty prefix).

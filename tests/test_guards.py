@@ -61,7 +61,7 @@ def pretrained(tmp_path_factory) -> Path:
     from skillgraft.train import TrainConfig, fine_tune
 
     root = tmp_path_factory.mktemp("pretrained")
-    torch.set_num_threads(2)
+    torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)  # beside another worker: one core
     tokenizer = demo.build_tokenizer()
     examples = [ex for t in SKILLS for ex in demo.generate(t, 1200, seed=0)]
     cfg = TrainConfig(steps=700, learning_rate=3e-3, batch_size=32, schedule="cosine", progress=False)
