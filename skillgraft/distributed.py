@@ -61,7 +61,11 @@ def fine_tune(
             f"train.drift_watch probes the model in one process; with train.processes {processes} set "
             "drift_watch: null (or processes: 1)"
         )
-    if cfg.device == "cuda" and torch.cuda.device_count() < processes:
+    if (
+        cfg.device in ("cuda", "auto")
+        and 0 < torch.cuda.device_count() < processes
+        or (cfg.device == "cuda" and torch.cuda.device_count() < processes)
+    ):  # never a silent move to CPU ranks when GPUs are there
         raise TrainingError(
             f"train.processes is {processes} but {torch.cuda.device_count()} CUDA GPUs are visible: one process per "
             "GPU; lower processes or use device: cpu (gloo)"
