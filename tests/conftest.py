@@ -18,6 +18,7 @@ import pytest
 # `skillgraft server`, so the whole package goes to one worker as one unit. Without xdist this does nothing.
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: without the plugin, nothing to do
 def pytest_xdist_make_scheduler(config: pytest.Config, log):  # pytest-xdist's hook: pick the scheduler
     from xdist.scheduler import LoadScopeScheduling
 
