@@ -20,13 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from machine import describe
 
 OUT = Path(__file__).parent / "results"
 HEAVY = ("torch", "transformers", "great_expectations", "prefect")
@@ -112,16 +113,6 @@ def python_probe(code: str) -> list[str]:
     return [sys.executable, "-c", f"{code}\n{report}"]
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def markdown(rows: list[dict], meta: dict) -> str:
     out = [
         "# CLI latency",
@@ -205,7 +196,7 @@ def main() -> None:
     meta = {
         "command": "python benchmarks/cli_latency.py" + (f" --repeats {args.repeats}" if args.repeats != 15 else ""),
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{platform.machine()}, {_cpu()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "machine": describe(),
         "repeats": args.repeats,
         "champion": champion,
         "load_average_start": [round(x, 2) for x in load_start],

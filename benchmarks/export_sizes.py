@@ -18,11 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from machine import describe
 
 OUT = Path(__file__).parent / "results"
 
@@ -108,16 +109,6 @@ def measure(name: str, base: str, rank: int, steps: int, root: Path) -> dict:
     }
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def _mb(n: int) -> str:
     return f"{n / 1e6:,.2f}" if n < 1e7 else f"{n / 1e6:,.1f}"
 
@@ -184,8 +175,7 @@ def main() -> None:
     meta = {
         "command": "python benchmarks/export_sizes.py" + (f" --steps {args.steps}" if args.steps != 10 else ""),
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{platform.machine()}, {_cpu()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"torch {torch.__version__}",
+        "machine": f"{describe()}, torch {torch.__version__}",
         "steps": args.steps,
         "ranks": args.ranks,
         "larger_config": LARGER,
