@@ -166,6 +166,24 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         assert not healthy(api, timeout=1), "the Prefect server still answers after `skillgraft server` stopped"
 
 
+def assert_one_retrain_per_arrival(dep, automations: list, store: Path, config: Path) -> None:
+    """``retrain/<model>`` as both the served and the work-pool deployments register it: one run per model at a time
+    (later ones wait), the store and config as parameters, and one automation that runs it with the model and task
+    of every ``skillgraft.data.arrived`` event for the model."""
+    from tasks.events import DATA_ARRIVED
+
+    assert dep.global_concurrency_limit is not None and dep.global_concurrency_limit.limit == 1
+    assert dep.concurrency_options.collision_strategy.value == "ENQUEUE"
+    assert dep.parameters == {"model": MODEL, "store": str(store), "config": str(config)}
+    [automation] = automations
+    assert automation.enabled
+    assert automation.trigger.expect == {DATA_ARRIVED}
+    assert automation.trigger.match.model_dump() == {"prefect.resource.id": f"skillgraft.model.{MODEL}"}
+    [action] = automation.actions
+    assert action.type == "run-deployment" and action.deployment_id == dep.id
+    assert action.parameters == {"model": "{{ event.payload.model }}", "task": "{{ event.payload.task }}"}
+
+
 # --- the triggered retrain, shared by the API and browser tests ---
 
 

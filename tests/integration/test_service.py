@@ -15,7 +15,16 @@ from skillgraft.registry import Registry
 from skillgraft.store import LocalStore
 from tasks.events import DATA_ARRIVED, MODEL_PROMOTED
 
-from .conftest import CRON, MODEL, WATCH_EVERY, Service, Triggered, artifacts_of, events_of
+from .conftest import (
+    CRON,
+    MODEL,
+    WATCH_EVERY,
+    Service,
+    Triggered,
+    artifacts_of,
+    assert_one_retrain_per_arrival,
+    events_of,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -27,17 +36,8 @@ def test_retrain_deployment_has_the_cron_schedule_the_data_trigger_and_one_run_p
         dep = client.read_deployment_by_name(f"retrain/{MODEL}")
         automations = client.read_automations_by_name(f"retrain {MODEL} when data arrives")
     assert [(s.schedule.cron, s.schedule.timezone, s.active) for s in dep.schedules] == [(CRON, "UTC", True)]
-    assert dep.global_concurrency_limit is not None and dep.global_concurrency_limit.limit == 1
-    assert dep.concurrency_options.collision_strategy.value == "ENQUEUE"
-    assert dep.parameters == {"model": MODEL, "store": str(service.store), "config": str(service.config)}
     assert dep.entrypoint == "flows.retrain.retrain"
-    [automation] = automations
-    assert automation.enabled
-    assert automation.trigger.expect == {DATA_ARRIVED}
-    assert automation.trigger.match.model_dump() == {"prefect.resource.id": f"skillgraft.model.{MODEL}"}
-    [action] = automation.actions
-    assert action.type == "run-deployment" and action.deployment_id == dep.id
-    assert action.parameters == {"model": "{{ event.payload.model }}", "task": "{{ event.payload.task }}"}
+    assert_one_retrain_per_arrival(dep, automations, service.store, service.config)
 
 
 def test_watch_deployment_scans_on_an_interval_and_never_queues_scans(service: Service):

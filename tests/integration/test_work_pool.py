@@ -29,7 +29,15 @@ from skillgraft.registry import Registry
 from skillgraft.store import LocalStore
 from tasks.events import DATA_ARRIVED
 
-from .conftest import MODEL, _log_tail, bootstrap, drain_event_workers, free_port, write_config
+from .conftest import (
+    MODEL,
+    _log_tail,
+    assert_one_retrain_per_arrival,
+    bootstrap,
+    drain_event_workers,
+    free_port,
+    write_config,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFECT_YAML = ROOT / "deployments" / "prefect.yaml"
@@ -304,20 +312,12 @@ def test_prefect_yaml_deploys_the_retrain_deployment_with_its_schedule_trigger_a
     dep = stack.deployed[f"retrain/{MODEL}"]
     assert dep.work_pool_name == POOL
     assert dep.entrypoint == "flows/retrain.py:retrain"
-    assert dep.parameters == {"model": MODEL, "store": str(stack.store), "config": str(stack.config)}
     assert dep.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}]
     assert [(s.schedule.cron, s.schedule.timezone, s.active) for s in dep.schedules] == [("0 2 * * *", "UTC", True)]
-    assert dep.global_concurrency_limit.limit == 1
-    assert dep.concurrency_options.collision_strategy.value == "ENQUEUE"
     assert set(dep.tags) == {"skillgraft", f"model:{MODEL}"}
     with get_client(sync_client=True) as client:
-        [automation] = client.read_automations_by_name(f"retrain {MODEL} when data arrives")
-    assert automation.enabled
-    assert automation.trigger.expect == {DATA_ARRIVED}
-    assert automation.trigger.match.model_dump() == {"prefect.resource.id": f"skillgraft.model.{MODEL}"}
-    [action] = automation.actions
-    assert action.type == "run-deployment" and action.deployment_id == dep.id
-    assert action.parameters == {"model": "{{ event.payload.model }}", "task": "{{ event.payload.task }}"}
+        automations = client.read_automations_by_name(f"retrain {MODEL} when data arrives")
+    assert_one_retrain_per_arrival(dep, automations, stack.store, stack.config)
 
 
 @pytest.mark.slow
