@@ -266,6 +266,11 @@ def split_file(side: str) -> str:
     return f"{side}.jsonl"
 
 
+def key_file(side: str) -> str:
+    """The keys of a batch's split (sorted uint64, :mod:`skillgraft.data.keyindex`), relative to the batch folder."""
+    return f"keys.{side}"
+
+
 def source_file(file: str) -> str:
     """The submitted bytes of a batch, relative to the batch folder."""
     return f"{SOURCE_DIR}/{file}"

@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from skillgraft import layout
 from skillgraft.data.errors import BatchCorrupted, TaskSpecConflict, UnknownTask
+from skillgraft.data.keyindex import KEY_HEX, KeyIndex, key_file_bytes, key_values, read_key_file
 from skillgraft.data.objects import put_same
 from skillgraft.data.spec import Example, TaskSpec
 from skillgraft.data.split import Side, example_key
-from skillgraft.data.validate import KEY_HEX, ValidationReport
+from skillgraft.data.validate import ValidationReport
 from skillgraft.names import check_name
 from skillgraft.refs import BatchRef, FileEntry
 from skillgraft.store.base import KeyExists, KeyNotFound, ObjectStore
@@ -143,36 +144,59 @@ class BatchStore:
         """Every held-out example of a task: the union of the eval splits of its batches."""
         return [ex for batch in self.batches(task) for ex in self.load_split(batch, "eval")]
 
-    def seen_keys(self, task: str) -> tuple[dict[str, str], dict[str, str]]:
-        """Keys of every example in the task's accepted eval / train splits -> the batch holding it."""
-        seen: dict[str, dict[str, str]] = {"eval": {}, "train": {}}
-        for batch in self.batches(task):
-            for split in ("eval", "train"):
-                for ex in self.load_split(batch, split):  # type: ignore[arg-type]
-                    seen[split].setdefault(example_key(ex)[:KEY_HEX], batch.batch_id)
-        return seen["eval"], seen["train"]
+    def split_keys(self, batch: BatchRef, split: Side) -> Any:
+        """The keys (uint64) of one side of a batch: its stored key file, checked against ``batch.json``; a batch
+        stored without one (by an earlier version) has its split read and hashed instead."""
+        manifest = self.manifest(batch.task, batch.batch_id)
+        name = layout.key_file(split)
+        entry = manifest.files.get(name)
+        if entry is None:
+            return key_values(example_key(ex)[:KEY_HEX] for ex in self.load_split(batch, split))
+        key = layout.batch_prefix(batch.task, batch.batch_id) + name
+        data = self.store.get(key)
+        if len(data) != entry.size or _sha256(data) != entry.sha256:
+            raise BatchCorrupted(
+                f"{key} does not match its checksum in {layout.BATCH_MANIFEST}: the stored batch was modified; "
+                "restore it or re-submit the source file"
+            )
+        return read_key_file(data, where=key)
 
-    def leak_keys(self, spec: TaskSpec) -> tuple[dict[str, str], dict[str, str]]:
+    def seen_keys(self, task: str, label: str = "") -> tuple[KeyIndex, KeyIndex]:
+        """Keys of every example in the task's accepted eval / train splits -> the batch holding it (+ ``label``)."""
+        batches = self.batches(task)
+        return (
+            KeyIndex([(self.split_keys(b, "eval"), b.batch_id + label) for b in batches]),
+            KeyIndex([(self.split_keys(b, "train"), b.batch_id + label) for b in batches]),
+        )
+
+    def leak_keys(self, spec: TaskSpec) -> tuple[KeyIndex, KeyIndex]:
         """What a new batch of ``spec`` must not repeat: (prompts held out for evaluation, prompts trained on).
 
         A task's batch: its own earlier eval prompts, and every guard's prompts (a training row that repeats a guard
         prompt would teach the model the answers it is checked on). A guard's batch: its own earlier prompts, and
-        every task's training prompts (a guard must not hold what was already trained on).
+        every task's training prompts (a guard must not hold what was already trained on). Read from the batches' key
+        files (8 bytes an example), not their splits.
         """
-        own_eval, own_train = self.seen_keys(spec.name)
+        own = self.batches(spec.name)
         others = [t for t in self.tasks() if t != spec.name]
         roles = {t: self.task_spec(t).role for t in others}
+        own_eval = [(self.split_keys(b, "eval"), b.batch_id) for b in own]
+        own_train = [(self.split_keys(b, "train"), b.batch_id) for b in own]
         if spec.role == "guard":
-            trained = dict(own_train)
-            for t in (t for t in others if roles[t] == "task"):
-                for key, batch in self.seen_keys(t)[1].items():
-                    trained.setdefault(key, f"{batch} of task {t!r}")
-            return own_eval, trained
-        held = dict(own_eval)
-        for g in (t for t in others if roles[t] == "guard"):
-            for key, batch in self.seen_keys(g)[0].items():
-                held.setdefault(key, f"{batch} of guard {g!r}")
-        return held, own_train
+            trained = own_train + [
+                (self.split_keys(b, "train"), f"{b.batch_id} of task {t!r}")
+                for t in others
+                if roles[t] == "task"
+                for b in self.batches(t)
+            ]
+            return KeyIndex(own_eval), KeyIndex(trained)
+        held = own_eval + [
+            (self.split_keys(b, "eval"), f"{b.batch_id} of guard {g!r}")
+            for g in others
+            if roles[g] == "guard"
+            for b in self.batches(g)
+        ]
+        return KeyIndex(held), KeyIndex(own_train)
 
     def write(
         self,
@@ -181,16 +205,18 @@ class BatchStore:
         data: bytes,
         batch_id: str,
         report: ValidationReport,
-        examples: list[Example],
-        sides: list[Side],
+        splits: Mapping[Side, bytes],
+        keys: Mapping[Side, Any],
     ) -> BatchRef | None:
-        """Store an accepted batch: its splits, the source bytes and the report (write-once, each read back), then
-        ``batch.json`` last. None when another ingester wrote that ``batch.json`` first (the same bytes, accepted
-        concurrently)."""
+        """Store an accepted batch: its splits (JSONL bytes) and their keys (uint64 arrays), the source bytes and the
+        report (write-once, each read back), then ``batch.json`` last. None when another ingester wrote that
+        ``batch.json`` first (the same bytes, accepted concurrently)."""
         batch_dir = layout.batch_prefix(spec.name, batch_id)
         files = {
-            layout.split_file("train"): jsonl(ex for ex, s in zip(examples, sides) if s == "train"),
-            layout.split_file("eval"): jsonl(ex for ex, s in zip(examples, sides) if s == "eval"),
+            layout.split_file("train"): splits["train"],
+            layout.split_file("eval"): splits["eval"],
+            layout.key_file("train"): key_file_bytes(keys["train"]),
+            layout.key_file("eval"): key_file_bytes(keys["eval"]),
             layout.source_file(file): data,
             layout.report_file("json"): report.model_dump_json(indent=2).encode("utf-8"),
         }

@@ -20,19 +20,31 @@ Raises (all :class:`IntakeError`): :class:`UnknownTask`, :class:`TaskSpecConflic
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from skillgraft import layout
+from skillgraft.data import io as data_io
 from skillgraft.data.batches import BatchManifest, BatchStore, ReportSummary, jsonl
 from skillgraft.data.errors import BatchCorrupted, BatchRejected, IntakeError, TaskSpecConflict, UnknownTask
 from skillgraft.data.image_refs import ImageRefs
-from skillgraft.data.io import DataError, ImageError, Record, UnsupportedFormat, file_format, read_records
+from skillgraft.data.io import DataError, ImageError, Record, UnsupportedFormat, file_format, iter_records
+from skillgraft.data.keyindex import KEY_HEX, key_values
 from skillgraft.data.landing import IngestResult, LandingZone, Quarantine
 from skillgraft.data.spec import Example, TaskSpec
-from skillgraft.data.split import Side, assign_sides
-from skillgraft.data.validate import ValidationReport, parse_failure_report, rejection_report, validate_records
+from skillgraft.data.split import Side, assign_sides, eval_score, example_key
+from skillgraft.data.validate import (
+    FileChecks,
+    ValidationReport,
+    chunk_spec,
+    parse_failure_report,
+    rejection_report,
+    validate_records,
+)
 from skillgraft.names import InvalidName, check_name
 from skillgraft.refs import BatchRef
 from skillgraft.store.base import KeyNotFound, ObjectStore, UnsafeFile
@@ -42,6 +54,51 @@ safe_file_name = layout.safe_file_name
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+class _ImageProblem(Exception):
+    def __init__(self, report: ValidationReport) -> None:
+        self.report = report
+
+
+@dataclass(frozen=True)
+class Validated:
+    """An accepted file's splits (JSONL bytes) and their keys (uint64 arrays), ready to store."""
+
+    splits: Mapping[Side, bytes]
+    keys: Mapping[Side, Any]
+    images: frozenset[str] = frozenset()
+    """The image references the file made as landed (the landed images it takes)."""
+
+    @classmethod
+    def of(cls, records: list[Record], sides: list[Side], images: frozenset[str]) -> Validated:
+        return cls(
+            images=images,
+            splits={side: jsonl(r.example for r, s in zip(records, sides) if s == side) for side in ("train", "eval")},
+            keys={
+                side: key_values(example_key(r.example)[:KEY_HEX] for r, s in zip(records, sides) if s == side)
+                for side in ("train", "eval")
+            },
+        )
+
+    @classmethod
+    def settled(
+        cls, parts: Mapping[Side, list[bytes]], keys: Any, is_eval: Any, given: Any, images: frozenset[str]
+    ) -> Validated:
+        """From a file validated in chunks: ``parts`` were written with the sides ``given`` (before the whole-file
+        tiny-batch rule); the (rare) rows that rule moved are moved between the splits here."""
+        splits = {side: b"".join(parts[side]) for side in ("train", "eval")}
+        parts = {}  # the joined splits replace the parts
+        moved = {int(k) for k in keys[is_eval != given]}
+        if moved:
+            lines = {side: splits[side].splitlines(keepends=True) for side in ("train", "eval")}
+            keep: dict[Side, list[bytes]] = {"train": [], "eval": []}
+            for side, other in (("train", "eval"), ("eval", "train")):
+                for line in lines[side]:
+                    k = int(example_key(Example.model_validate_json(line))[:KEY_HEX], 16)
+                    keep[other if k in moved else side].append(line)
+            splits = {side: b"".join(keep[side]) for side in ("train", "eval")}
+        return cls(splits=splits, keys={"eval": keys[is_eval], "train": keys[~is_eval]}, images=images)
 
 
 class Intake:
@@ -145,10 +202,10 @@ class Intake:
             return self._duplicate(key, task, file, data, batch_id)
 
         blobs: dict[str, bytes] = {}
-        report, records, sides = self._validate(spec, file, data, batch_id, self.image_refs.landing_reader(task), blobs)
-        if not report.success:
+        report, batch = self._validate(spec, file, data, batch_id, self.image_refs.landing_reader(task), blobs)
+        if batch is None:
             return self.quarantine.put(key, task, file, data, report)
-        return self._accept(key, spec, file, data, batch_id, report, [r.example for r in records], sides, blobs)
+        return self._accept(key, spec, file, data, batch_id, report, batch, blobs)
 
     def check(self, task: str, path: str | os.PathLike[str], spec: TaskSpec | None = None) -> ValidationReport:
         """Run the intake's checks on a local file without submitting it (nothing is written to the store); its
@@ -158,7 +215,7 @@ class Intake:
         data = path.read_bytes()
         reader = self.image_refs.local_reader(task, path.parent.resolve())
         spec = spec if spec is not None else self.task_spec(task)
-        report, _, _ = self._validate(spec, safe_file_name(path.name), data, layout.batch_id(data), reader)
+        report, _ = self._validate(spec, safe_file_name(path.name), data, layout.batch_id(data), reader)
         return report
 
     def _validate(
@@ -169,31 +226,70 @@ class Intake:
         batch_id: str,
         read_image=None,
         blobs: dict[str, bytes] | None = None,
-    ) -> tuple[ValidationReport, list[Record], list[Side]]:
+    ) -> tuple[ValidationReport, Validated | None]:
+        """Read, split and validate ``data``: the report, and the batch's splits when it passed.
+
+        A file of up to :data:`~skillgraft.data.io.CHUNK_ROWS` examples is validated at once (one GX run); a larger
+        one chunk by chunk (:class:`~skillgraft.data.validate.FileChecks`), so memory stays bounded by a chunk plus
+        the file's bytes and splits.
+        """
         seen_eval, seen_train = self.batch_store.leak_keys(spec)  # store errors propagate: the file stays landed
+        read_image = read_image or self.image_refs.landing_reader(spec.name)
         try:
-            records = read_records(data, file, answer_type=spec.answer_type)
-            if any(r.example.image is not None for r in records):
-                try:
-                    records = self.image_refs.resolve(spec.name, file, records,
-                                                      read_image or self.image_refs.landing_reader(spec.name), blobs)  # fmt: skip
-                except ImageError as e:
-                    report = parse_failure_report(e, batch_id=batch_id, task=spec.name)
-                    return report.model_copy(update={"rows": len(records)}), [], []
-            sides = (["eval"] * len(records) if spec.role == "guard"  # a guard is held out whole
-                     else assign_sides([r.example for r in records], spec.eval_fraction))  # fmt: skip
-            report = validate_records(
-                records, sides, spec, file=file, batch_id=batch_id, existing_eval=seen_eval, existing_train=seen_train
-            )
+            chunks = iter_records(data, file, answer_type=spec.answer_type, chunk_rows=data_io.CHUNK_ROWS)
+            first = next(chunks)
+            second = next(chunks, None)
+            images: set[str] = set()
+            if second is None:
+                images.update(r.example.image for r in first if r.example.image is not None)
+                records = self._resolve(spec, file, batch_id, first, read_image, blobs)
+                sides = (["eval"] * len(records) if spec.role == "guard"  # a guard is held out whole
+                         else assign_sides([r.example for r in records], spec.eval_fraction))  # fmt: skip
+                report = validate_records(
+                    records, sides, spec, file=file, batch_id=batch_id, existing_eval=seen_eval,
+                    existing_train=seen_train,
+                )  # fmt: skip
+                return report, Validated.of(records, sides, frozenset(images)) if report.success else None
+            checks = FileChecks(spec, file=file, batch_id=batch_id, existing_train=seen_train)
+            parts: dict[Side, list[bytes]] = {"train": [], "eval": []}
+            for records in itertools.chain([first, second], chunks):
+                images.update(r.example.image for r in records if r.example.image is not None)
+                records = self._resolve(spec, file, batch_id, records, read_image, blobs)
+                sides: list[Side] = [
+                    "eval" if spec.role == "guard" or eval_score(example_key(r.example)) < spec.eval_fraction
+                    else "train"
+                    for r in records
+                ]  # fmt: skip
+                report = validate_records(records, sides, chunk_spec(spec), file=file, batch_id=batch_id,
+                                          existing_eval=seen_eval)  # fmt: skip
+                checks.add(records, sides, report)
+                for side in ("train", "eval"):
+                    parts[side].append(jsonl(r.example for r, s in zip(records, sides) if s == side))
+            report, keys, is_eval, given = checks.finish()
+            if not report.success:
+                return report, None
+            return report, Validated.settled(parts, keys, is_eval, given, frozenset(images))
+        except _ImageProblem as e:
+            return e.report, None
         except DataError as e:
-            return parse_failure_report(e, batch_id=batch_id, task=spec.name), [], []
+            return parse_failure_report(e, batch_id=batch_id, task=spec.name), None
         except Exception as e:  # noqa: BLE001 - a reader/validator bug must not leave the file landed forever
             message = (
                 f"validation itself failed ({type(e).__name__}: {e}); this is a bug in skillgraft, please "
                 "report it with this file"
             )
-            return rejection_report("internal_error", message, file=file, batch_id=batch_id, task=spec.name), [], []
-        return report, records, sides
+            return rejection_report("internal_error", message, file=file, batch_id=batch_id, task=spec.name), None
+
+    def _resolve(
+        self, spec: TaskSpec, file: str, batch_id: str, records: list[Record], read_image, blobs
+    ) -> list[Record]:
+        if not any(r.example.image is not None for r in records):
+            return records
+        try:
+            return self.image_refs.resolve(spec.name, file, records, read_image, blobs)
+        except ImageError as e:
+            report = parse_failure_report(e, batch_id=batch_id, task=spec.name)
+            raise _ImageProblem(report.model_copy(update={"rows": len(records)})) from None
 
     def _accept(
         self,
@@ -203,16 +299,15 @@ class Intake:
         data: bytes,
         batch_id: str,
         report: ValidationReport,
-        examples: list[Example],
-        sides: list[Side],
+        batch: Validated,
         blobs: dict[str, bytes] | None = None,
     ) -> IngestResult:
         self.image_refs.store_accepted(spec.name, blobs or {})
-        ref = self.batch_store.write(spec, file, data, batch_id, report, examples, sides)
+        ref = self.batch_store.write(spec, file, data, batch_id, report, batch.splits, batch.keys)
         if ref is None:  # accepted concurrently by another ingester
             return self._duplicate(key, spec.name, file, data, batch_id)
         self.landing.remove(key)
-        self.landing.remove_taken_images(spec, key, data)
+        self.landing.remove_taken_images(spec, key, data, batch.images)
         batch_dir = layout.batch_prefix(spec.name, batch_id)
         return IngestResult(
             status="accepted",

@@ -46,11 +46,15 @@ MAX_LINE_BYTES = 1_000_000
 MAX_ISSUES = 100
 """Problems collected from one file before reading stops."""
 MAX_ROWS = 1_000_000
-"""Most examples accepted in one file, any format: validation holds every example in memory (about 2.5 KB each, on
-top of the text; see docs/STORAGE.md). Larger files are refused before they are read further: split them."""
+"""Most examples accepted in one file, any format. Larger files are refused before they are read further: split
+them."""
 MAX_TEXT_BYTES = 256 << 20
-"""Largest JSONL/CSV file, and most decoded text in a Parquet file (bytes): validation needs about ten times this in
-memory. A Parquet file is checked before its data is decoded (see :func:`_parquet_bounds`)."""
+"""Largest JSONL/CSV file, and most decoded text in a Parquet file (bytes). The intake holds a file's bytes in memory
+once (they are stored beside the batch) and validates it :data:`CHUNK_ROWS` examples at a time. A Parquet file is
+checked before its data is decoded (see :func:`_parquet_bounds`)."""
+CHUNK_ROWS = 50_000
+"""Examples parsed and validated at a time (:func:`iter_records`): a chunk costs about 2.5 KB of memory per example
+on top of its text."""
 
 FIELDS = ("prompt", "answer", "image")
 REQUIRED = ("prompt", "answer")
@@ -218,12 +222,34 @@ def read_records(
     """Like :func:`read_examples`, keeping each example's line (or row) for error messages.
 
     ``max_rows`` / ``max_text_bytes``: None for :data:`MAX_ROWS` / :data:`MAX_TEXT_BYTES` (read when called)."""
+    chunks = iter_records(source, name, answer_type=answer_type, max_line_bytes=max_line_bytes, max_rows=max_rows,
+                          max_text_bytes=max_text_bytes, chunk_rows=None)  # fmt: skip
+    return [r for chunk in chunks for r in chunk]
+
+
+def iter_records(
+    source: bytes | str | os.PathLike[str],
+    name: str | None = None,
+    *,
+    answer_type: AnswerType = "text",
+    max_line_bytes: int = MAX_LINE_BYTES,
+    max_rows: int | None = None,
+    max_text_bytes: int | None = None,
+    chunk_rows: int | None = CHUNK_ROWS,
+) -> Iterator[list[Record]]:
+    """The records of a data file in lists of at most ``chunk_rows`` (None: one list), read as they are yielded.
+
+    JSON Lines and CSV are parsed chunk by chunk, so only one chunk of examples is in memory at a time; Parquet is
+    decoded whole (its decoded size is bounded first) and then handed out in chunks. Problems on single lines are
+    collected over the whole file and raised (:class:`DataError`) after the last chunk: a caller that acts on chunks
+    must not keep anything until the iterator is exhausted.
+    """
     max_rows = MAX_ROWS if max_rows is None else max_rows
     max_text_bytes = MAX_TEXT_BYTES if max_text_bytes is None else max_text_bytes
     if isinstance(source, (bytes, bytearray, memoryview)):
         if name is None:
             raise TypeError("read_records(bytes) needs the file name (its extension picks the format)")
-        stream: IO[bytes] = io.BytesIO(bytes(source))
+        stream: IO[bytes] = io.BytesIO(source)
     else:
         name = name or Path(source).name
         stream = open(source, "rb")  # noqa: SIM115 - closed below
@@ -233,23 +259,33 @@ def read_records(
         if size > max_text_bytes:
             raise TooLarge(
                 name,
-                f"file is {size:,} bytes, over the limit of {max_text_bytes:,} for one data file (validation holds "
-                "all of it in memory): split it into smaller files; nothing of it was used",
+                f"file is {size:,} bytes, over the limit of {max_text_bytes:,} for one data file: split it into "
+                "smaller files; nothing of it was used",
             )
         stream.seek(0)
         _sniff(stream.read(8192), name, fmt)
         stream.seek(0)
         issues = _Issues()
         if fmt == "jsonl":
-            records = _read_jsonl(stream, name, answer_type, max_line_bytes, max_rows, issues)
+            rows: Iterator[Record] = _read_jsonl(stream, name, answer_type, max_line_bytes, max_rows, issues)
         elif fmt == "csv":
-            records = _read_csv(stream, name, max_line_bytes, max_rows, issues)
+            rows = _read_csv(stream, name, max_line_bytes, max_rows, issues)
         else:
-            records = _read_parquet(stream.read(), name, answer_type, max_rows, max_text_bytes, issues)
+            rows = iter(_read_parquet(stream.read(), name, answer_type, max_rows, max_text_bytes, issues))
+        chunk: list[Record] = []
+        total = 0
+        for record in rows:
+            chunk.append(record)
+            if chunk_rows is not None and len(chunk) >= chunk_rows:
+                total += len(chunk)
+                yield chunk
+                chunk = []
+        total += len(chunk)
     issues.raise_if_any()
-    if not records:
+    if not total:
         raise EmptyFile(name, "file has no examples (only blank lines or a header)")
-    return records
+    if chunk or chunk_rows is None:
+        yield chunk
 
 
 # --- shared -------------------------------------------------------------------------------------------------------
@@ -475,8 +511,8 @@ def _too_many_rows(file: str, max_rows: int, line: int, unit: Literal["line", "r
 
 def _read_jsonl(
     stream: IO[bytes], file: str, answer_type: AnswerType, limit: int, max_rows: int, issues: _Issues
-) -> list[Record]:
-    records: list[Record] = []
+) -> Iterator[Record]:
+    rows = 0
     for lineno, text in _lines(stream, file, limit):
         if issues.full:
             break
@@ -485,13 +521,15 @@ def _read_jsonl(
             continue
         if not text.strip():
             continue
-        if len(records) >= max_rows:
+        if rows >= max_rows:
             raise _too_many_rows(file, max_rows, lineno)
         try:
-            records.append(Record(lineno, _json_example(text, file, lineno, answer_type)))
+            record = Record(lineno, _json_example(text, file, lineno, answer_type))
         except DataError as e:
             issues.add(e)
-    return records
+            continue
+        rows += 1
+        yield record
 
 
 def _json_example(text: str, file: str, line: int, answer_type: AnswerType) -> Example:
@@ -550,10 +588,10 @@ def _json_value(value: Any, field: str, answer_type: AnswerType, file: str, line
 # --- CSV ----------------------------------------------------------------------------------------------------------
 
 
-def _read_csv(stream: IO[bytes], file: str, limit: int, max_rows: int, issues: _Issues) -> list[Record]:
+def _read_csv(stream: IO[bytes], file: str, limit: int, max_rows: int, issues: _Issues) -> Iterator[Record]:
     reader = csv.reader(_csv_text(_lines(stream, file, limit)), strict=True)
     header: list[str] | None = None
-    records: list[Record] = []
+    rows = 0
     last_line = 0
     try:
         for row in reader:
@@ -577,7 +615,7 @@ def _read_csv(stream: IO[bytes], file: str, limit: int, max_rows: int, issues: _
                     )
                 )
             else:
-                if len(records) >= max_rows:
+                if rows >= max_rows:
                     raise _too_many_rows(file, max_rows, start)
                 try:
                     values = {h: _check_text(v, file, h, start, "line") for h, v in zip(header, row)}
@@ -586,11 +624,9 @@ def _read_csv(stream: IO[bytes], file: str, limit: int, max_rows: int, issues: _
                     if issues.full:
                         break
                     continue
-                records.append(
-                    Record(
-                        start,
-                        Example(prompt=values["prompt"], answer=values["answer"], image=values.get("image") or None),
-                    )
+                rows += 1
+                yield Record(
+                    start, Example(prompt=values["prompt"], answer=values["answer"], image=values.get("image") or None)
                 )
             if issues.full:
                 break
@@ -602,7 +638,6 @@ def _read_csv(stream: IO[bytes], file: str, limit: int, max_rows: int, issues: _
         issues.add(e)
     if header is None and not issues.found:
         raise EmptyFile(file, "file has no header row: expected a first line 'prompt,answer'")
-    return records
 
 
 def _csv_text(lines: Iterator[tuple[int, str | LineTooLong]]) -> Iterator[str]:

@@ -12,7 +12,7 @@ files that reference it and leaves with the last of them. A rejected file moves 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -22,7 +22,7 @@ from skillgraft import layout
 from skillgraft.data import images
 from skillgraft.data.errors import IntakeError, UnknownTask
 from skillgraft.data.image_refs import ImageRefs
-from skillgraft.data.io import DataError, ImageError, read_records
+from skillgraft.data.io import DataError, ImageError, iter_records
 from skillgraft.data.objects import put_same, remove_object
 from skillgraft.data.spec import TaskSpec
 from skillgraft.data.validate import ValidationReport, rejection_report
@@ -80,11 +80,12 @@ class LandingZone:
         data file lands; every image is checked first (the intake's own checks), so a missing or broken one stops the
         submission whole."""
         file = safe_file_name(path.name)
-        try:
-            records = read_records(data, file, answer_type=spec.answer_type)
+        try:  # only the rows with an image are kept: a data file of a million rows is read chunk by chunk
+            records = [r for chunk in iter_records(data, file, answer_type=spec.answer_type)
+                       for r in chunk if r.example.image is not None]  # fmt: skip
         except DataError:
             return  # unreadable: the file lands as it is and the intake quarantines it with the reasons
-        if not any(r.example.image is not None for r in records):
+        if not records:
             return
         folder = path.parent.resolve()
         try:  # checked one by one, not kept: read again below to upload, never all in memory at once
@@ -134,10 +135,11 @@ class LandingZone:
         """Take ``key`` out of the landing zone (already gone: another ingester moved it first)."""
         remove_object(self.store, key)
 
-    def remove_taken_images(self, spec: TaskSpec, key: str, data: bytes) -> None:
+    def remove_taken_images(self, spec: TaskSpec, key: str, data: bytes, refs: Iterable[str] | None = None) -> None:
         """Remove the landed images the accepted file ``key`` referenced, except those another waiting data file of
-        the task references too (they stay for it)."""
-        taken = set(self.refs(spec, key, data))
+        the task references too (they stay for it). ``refs``: those references, when the caller read them already
+        (else ``data`` is read for them)."""
+        taken = set(self.refs(spec, key, data) if refs is None else refs)
         if taken:  # text-only files take nothing: don't read the waiting files for them
             taken -= self.waiting_refs(spec)
         for ref in sorted(taken):
@@ -157,8 +159,8 @@ class LandingZone:
     def refs(spec: TaskSpec, key: str, data: bytes) -> list[str]:
         """The image references a landed data file makes (for one it can't read: image names in its bytes)."""
         try:
-            return [r.example.image for r in read_records(data, safe_file_name(key.rsplit("/", 1)[-1]),
-                                                          answer_type=spec.answer_type) if r.example.image]  # fmt: skip
+            chunks = iter_records(data, safe_file_name(key.rsplit("/", 1)[-1]), answer_type=spec.answer_type)
+            return [r.example.image for chunk in chunks for r in chunk if r.example.image]
         except DataError:  # unreadable: it can't take an image either, except by a name that appears in its bytes
             return [
                 ref.decode()

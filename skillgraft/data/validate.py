@@ -32,6 +32,7 @@ from pydantic import BaseModel, Field
 
 from skillgraft import layout
 from skillgraft.data.io import DataError, Record, read_records
+from skillgraft.data.keyindex import KEY_HEX, KeyIndex, key_values, restrict
 from skillgraft.data.spec import TaskSpec
 from skillgraft.data.split import Side, assign_sides, example_key
 
@@ -39,8 +40,6 @@ if TYPE_CHECKING:
     import pandas as pd
     from great_expectations import ExpectationSuite
 
-KEY_HEX = 16
-"""Hex digits of an example's hash kept in the ``key`` column and in leakage checks."""
 PARTIAL_ROWS = 20
 """Failing rows listed per rule (GX ``partial_unexpected_count``); the rest are counted."""
 NUMBER_REGEX = r"^[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?\Z"
@@ -76,6 +75,15 @@ class RuleResult(BaseModel):
     detail: str = ""
 
 
+class ChunkResult(BaseModel):
+    """One chunk of a file validated in chunks: its lines and whether its GX run passed."""
+
+    first_line: int
+    last_line: int
+    rows: int
+    success: bool
+
+
 class ValidationReport(BaseModel):
     """Everything known about one file's validation; written as ``report.json`` next to the data it describes."""
 
@@ -90,6 +98,10 @@ class ValidationReport(BaseModel):
     problems: list[str] = Field(default_factory=list, description="human lines: 'data.jsonl:17: field ...'")
     issue_count: int = Field(0, description="every problem found; `problems` lists the first of them")
     gx_results: dict[str, Any] = Field(default_factory=dict, description="the GX validation result, as JSON")
+    chunks: list[ChunkResult] = Field(
+        default_factory=list, description="a file validated in chunks: each chunk's lines and GX outcome"
+    )
+    gx_chunk: int | None = Field(None, description="a file validated in chunks: the chunk gx_results is of (from 1)")
 
     def failed_rules(self) -> list[str]:
         return sorted({r.rule for r in self.results if not r.success}, key=_rule_order)
@@ -134,7 +146,14 @@ class ValidationReport(BaseModel):
             f"<h2>skillgraft validation: {esc(self.file)} — {status}</h2>"
             f"<p>task <b>{esc(self.task or '?')}</b>, batch <code>{esc(self.batch_id)}</code>, {self.rows} rows "
             f"({self.train_rows} train, {self.eval_rows} eval)</p>"
-            "<table class='table table-sm' border='1' cellpadding='4'><tr><th>rule</th><th>column</th><th>result</th>"
+            + (
+                f"<p>validated in {len(self.chunks)} chunks; the GX Data Docs below are of chunk {self.gx_chunk} "
+                f"(lines {self.chunks[(self.gx_chunk or 1) - 1].first_line}-"
+                f"{self.chunks[(self.gx_chunk or 1) - 1].last_line})</p>"
+                if self.chunks
+                else ""
+            )
+            + "<table class='table table-sm' border='1' cellpadding='4'><tr><th>rule</th><th>column</th><th>result</th>"
             f"<th>observed</th><th>detail</th></tr>{rows}</table>"
             + (f"<h3>Problems ({self.issue_count})</h3><ul>{problems}</ul>" if problems else "")
             + (f"<p>... and {more} more not listed</p>" if more > 0 else "")
@@ -365,6 +384,8 @@ def validate_records(
     """
     sides = list(sides)
     df = examples_frame(records, sides)
+    keys = df["key"].tolist()  # only what this batch can collide with goes into the suite and the messages
+    existing_eval, existing_train = restrict(existing_eval, keys), restrict(existing_train, keys)
     gx_results = run_suite(df, build_suite(spec, existing_eval), asset=file)
     found = _Problems(file, records, df)
     results: list[RuleResult] = []
@@ -558,3 +579,192 @@ def _raised(info: dict[str, Any]) -> str | None:
 def _short(value: Any, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 4] + "...'"
+
+
+# --- a file validated chunk by chunk ------------------------------------------------------------------------------
+
+MAX_PROBLEM_LINES = 200
+"""Problem lines a report of a file validated in chunks lists; the rest are counted."""
+_FILE_RULES = ("min_rows", "duplicates", "split_overlap")
+"""Rules checked over the whole file (on the key index of its rows), not per chunk."""
+
+
+def chunk_spec(spec: TaskSpec) -> TaskSpec:
+    """The spec a chunk's GX suite is built from: the rules that span the file (:data:`_FILE_RULES`) are left out
+    (``min_rows`` 0, duplicates allowed) and checked by :class:`FileChecks` over every row."""
+    return spec.model_copy(update={"min_rows": 0, "allow_duplicates": True})
+
+
+class FileChecks:
+    """The report of a file too large to validate at once, merged from its chunks' reports.
+
+    Each chunk runs the task's GX suite without the file-wide rules (:func:`chunk_spec`) and with the leakage set cut
+    down to its own keys; :meth:`add` keeps 8-byte keys, line numbers and answer hashes of its rows (about 25 bytes a
+    row) and :meth:`finish` checks ``min_rows``, ``duplicates`` and ``split_overlap`` over all of them, and settles the
+    sides (the tiny-batch rule of :func:`~skillgraft.data.split.assign_sides`, over the whole file).
+    """
+
+    def __init__(
+        self, spec: TaskSpec, *, file: str, batch_id: str, existing_train: Mapping[str, str] | Collection[str]
+    ):
+        self.spec, self.file, self.batch_id, self.existing_train = spec, file, batch_id, existing_train
+        self.reports: list[ValidationReport] = []
+        self.chunks: list[ChunkResult] = []
+        self._keys: list[Any] = []
+        self._lines: list[Any] = []
+        self._answers: list[Any] = []
+        self._eval: list[Any] = []
+        self._unit = "line"
+
+    def _at(self, line: Any) -> str:
+        return f"{self.file}:{int(line)}" if self._unit == "line" else f"{self.file}: row {int(line)}"
+
+    def add(self, records: Sequence[Record], sides: Sequence[Side], report: ValidationReport) -> None:
+        import numpy as np
+
+        self.reports.append(report)
+        self._unit = records[0].unit
+        self.chunks.append(ChunkResult(first_line=records[0].line, last_line=records[-1].line, rows=len(records),
+                                       success=report.success))  # fmt: skip
+        self._keys.append(key_values(example_key(r.example)[:KEY_HEX] for r in records))
+        self._lines.append(np.fromiter((r.line for r in records), dtype=np.int64, count=len(records)))
+        self._answers.append(np.fromiter((hash(r.example.answer) for r in records), dtype=np.int64, count=len(records)))
+        self._eval.append(np.fromiter((s == "eval" for s in sides), dtype=bool, count=len(sides)))
+
+    def finish(self) -> tuple[ValidationReport, Any, Any, Any]:
+        """The file's report, its rows' keys (uint64), their final sides and the sides :meth:`add` was given (True:
+        eval), in file order."""
+        import numpy as np
+
+        keys, lines = np.concatenate(self._keys), np.concatenate(self._lines)
+        answers, given = np.concatenate(self._answers), np.concatenate(self._eval)
+        is_eval = given if self.spec.role == "guard" else _settle_sides(keys, given)
+        merged: dict[tuple[str, str | None], RuleResult] = {}
+        for report in self.reports:
+            for r in report.results:
+                if r.rule in _FILE_RULES:
+                    continue
+                seen = merged.get((r.rule, r.column))
+                if seen is None:
+                    merged[(r.rule, r.column)] = r.model_copy()
+                    continue
+                seen.success = seen.success and r.success
+                if isinstance(seen.observed, int) and isinstance(r.observed, int):
+                    seen.observed += r.observed
+                if not r.success and seen.detail != r.detail:
+                    seen.detail = r.detail
+        total = len(keys)
+        for r in merged.values():
+            if isinstance(r.observed, int) and r.observed and r.rule != "required_columns":
+                r.detail = f"{r.detail.split(':')[0]}: {r.observed} of {total} rows unexpected (over {len(self.reports)} chunks)"
+        problems = [p for report in self.reports for p in report.problems]
+        issue_count = sum(report.issue_count for report in self.reports)
+        own: list[tuple[RuleResult, list[str], int]] = [self._min_rows(total)]
+        if not self.spec.allow_duplicates:
+            own.append(self._duplicates(keys, lines, answers))
+        own.append(self._split_overlap(keys, lines, is_eval))
+        results = list(merged.values())
+        for result, lines_, count in own:
+            results.append(result)
+            problems[:0] = [p for p in lines_ if p.startswith(f"{self.file}: has ")]  # the table line first
+            problems += [p for p in lines_ if not p.startswith(f"{self.file}: has ")]
+            issue_count += count
+        if len(problems) > MAX_PROBLEM_LINES:
+            problems = problems[:MAX_PROBLEM_LINES] + [
+                f"{self.file}: {len(problems) - MAX_PROBLEM_LINES} more problem lines not listed"
+            ]
+        results.sort(key=lambda r: _rule_order(r.rule))
+        shown = next((rep for rep in self.reports if not rep.success), self.reports[0])
+        report = ValidationReport(
+            success=all(r.success for r in results),
+            file=self.file,
+            batch_id=self.batch_id,
+            task=self.spec.name,
+            rows=total,
+            train_rows=int((~is_eval).sum()),
+            eval_rows=int(is_eval.sum()),
+            results=results,
+            problems=problems,
+            issue_count=issue_count,
+            gx_results=shown.gx_results,
+            chunks=self.chunks,
+            gx_chunk=self.reports.index(shown) + 1,
+        )
+        return report, keys, is_eval, given
+
+    def _min_rows(self, total: int) -> tuple[RuleResult, list[str], int]:
+        ok = total >= self.spec.min_rows
+        line = (f"{self.file}: has {total} examples; task {self.spec.name!r} needs at least {self.spec.min_rows} "
+                "(min_rows): add examples or merge files")  # fmt: skip
+        result = RuleResult(rule="min_rows", success=ok, observed=total,
+                            detail="row count of the whole file (counted over its chunks)")  # fmt: skip
+        return result, [] if ok else [line], 0 if ok else 1
+
+    def _duplicates(self, keys: Any, lines: Any, answers: Any) -> tuple[RuleResult, list[str], int]:
+        import numpy as np
+
+        order = np.argsort(keys, kind="stable")  # copies of a key are adjacent, in file order
+        sorted_keys = keys[order]
+        again = np.zeros(len(keys), dtype=bool)
+        again[1:] = sorted_keys[1:] == sorted_keys[:-1]
+        first_of = order[np.maximum.accumulate(np.where(~again, np.arange(len(keys)), 0))]
+        dupes = np.sort(order[again])  # rows repeating an earlier row, in file order
+        first = {int(row): int(f) for row, f in zip(order[again], first_of[again])}
+        out = []
+        for row in dupes[:PARTIAL_ROWS]:
+            f = first[int(row)]
+            if answers[f] == answers[row]:
+                out.append(f"{self._at(lines[row])}: duplicate of line {lines[f]} (same prompt and answer): "
+                           "remove one copy")  # fmt: skip
+            else:
+                out.append(f"{self._at(lines[row])}: same prompt as line {lines[f]} but a different answer: keep one")
+        if len(dupes) > PARTIAL_ROWS:
+            out.append(f"{self.file}: {len(dupes) - PARTIAL_ROWS} more rows break rule 'duplicates' on 'key'")
+        result = RuleResult(rule="duplicates", column="key", success=not len(dupes), observed=int(len(dupes)),
+                            detail="own check over the whole file (key index): no prompt appears twice")  # fmt: skip
+        return result, out, int(len(dupes))
+
+    def _split_overlap(self, keys: Any, lines: Any, is_eval: Any) -> tuple[RuleResult, list[str], int]:
+        import numpy as np
+
+        both = is_eval & np.isin(keys, keys[~is_eval])
+        if isinstance(self.existing_train, KeyIndex):
+            earlier = is_eval & self.existing_train.found(keys)
+        else:
+            pool = set(self.existing_train)
+            earlier = is_eval & np.fromiter((f"{int(k):016x}" in pool for k in keys), dtype=bool, count=len(keys))
+        failing = np.flatnonzero(both | earlier)
+        out = []
+        for row in failing[:PARTIAL_ROWS]:
+            if both[row]:
+                message = "prompt is in both the train and the eval part of this batch"
+            else:
+                k = f"{int(keys[row]):016x}"
+                batch = self.existing_train.get(k) if isinstance(self.existing_train, Mapping) else None
+                message = f"prompt falls in the eval part but was trained on in {f'batch {batch}' if batch else 'an earlier batch'}: remove it"
+            out.append(f"{self._at(lines[row])}: {message}")
+        if len(failing) > PARTIAL_ROWS:
+            out.append(f"{self.file}: {len(failing) - PARTIAL_ROWS} more rows break rule 'split_overlap'")
+        result = RuleResult(
+            rule="split_overlap",
+            column="prompt",
+            success=not len(failing),
+            observed=int(len(failing)),
+            detail="own check (not GX): eval prompts must not be trained on, in this batch or an earlier one",
+        )
+        return result, out, int(len(failing))
+
+
+def _settle_sides(keys: Any, is_eval: Any) -> Any:
+    """:func:`~skillgraft.data.split.assign_sides`' tiny-batch rule over a whole file: its score is a key's first
+    32 bits, so the rule is applied on the keys."""
+    import numpy as np
+
+    scores = keys >> np.uint64(32)
+    if len(np.unique(scores)) < 2:
+        return is_eval
+    if not is_eval.any():
+        return is_eval | (scores == scores.min())
+    if is_eval.all():
+        return is_eval & (scores != scores.max())
+    return is_eval

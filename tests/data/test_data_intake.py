@@ -177,7 +177,16 @@ def test_valid_file_lands_in_its_batch_folder_with_the_hash_split(tmp_path):
     assert (result.status, result.location) == ("accepted", folder)
     assert result.batch.model_dump() == {"task": "spell", "batch_id": batch_id, "train_rows": 9, "eval_rows": 3}
     assert sorted(intake.store.keys(folder)) == [
-        folder + n for n in ("batch.json", "eval.jsonl", "report.json", "source/qa_valid.jsonl", "train.jsonl")
+        folder + n
+        for n in (
+            "batch.json",
+            "eval.jsonl",
+            "keys.eval",
+            "keys.train",
+            "report.json",
+            "source/qa_valid.jsonl",
+            "train.jsonl",
+        )
     ]
     assert intake.store.get(folder + "source/qa_valid.jsonl") == data
     # eval iff int(sha256(prompt)[:8], 16) / 2**32 < 0.25, in file order
