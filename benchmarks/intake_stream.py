@@ -14,7 +14,7 @@ a row) is written to a temporary directory, then two fresh Python processes run 
 
 Measured in each child: wall time of the work (imports excluded) and the peak resident set size of the process
 (``ru_maxrss``, imports included). Ratios are skillgraft / datasets, measured side by side in the same run. The
-figures vary with the machine and its load.
+figures vary with the machine and its load. The run exits 1 when the intake's peak RSS passes 2 GiB at any size.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from pathlib import Path
 from machine import describe
 
 OUT = Path(__file__).parent / "results"
+LIMIT_MIB = 2048
+"""The intake's peak RSS must stay under this at every size (1,000,000 rows included); the run fails otherwise."""
 
 SKILLGRAFT = r"""
 import json, resource, sys, tempfile, time
@@ -137,6 +139,9 @@ def main() -> None:
     ]
     (OUT / "intake_stream.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    over = [e["rows"] for e in results if e["skillgraft"]["peak_rss_mib"] > LIMIT_MIB]
+    if over:
+        raise SystemExit(f"the intake went over {LIMIT_MIB} MiB of RSS at {over} rows")
 
 
 if __name__ == "__main__":
