@@ -178,25 +178,21 @@ class BatchStore:
         files (8 bytes an example), not their splits.
         """
         own = self.batches(spec.name)
-        others = [t for t in self.tasks() if t != spec.name]
-        roles = {t: self.task_spec(t).role for t in others}
         own_eval = [(self.split_keys(b, "eval"), b.batch_id) for b in own]
         own_train = [(self.split_keys(b, "train"), b.batch_id) for b in own]
-        if spec.role == "guard":
-            trained = own_train + [
-                (self.split_keys(b, "train"), f"{b.batch_id} of task {t!r}")
-                for t in others
-                if roles[t] == "task"
-                for b in self.batches(t)
-            ]
-            return KeyIndex(own_eval), KeyIndex(trained)
-        held = own_eval + [
-            (self.split_keys(b, "eval"), f"{b.batch_id} of guard {g!r}")
-            for g in others
-            if roles[g] == "guard"
-            for b in self.batches(g)
+        others = [t for t in self.tasks() if t != spec.name]
+        if spec.role == "guard":  # every task's training prompts
+            return KeyIndex(own_eval), KeyIndex(own_train + self._keys_of_role(others, "task", "train"))
+        return KeyIndex(own_eval + self._keys_of_role(others, "guard", "eval")), KeyIndex(own_train)
+
+    def _keys_of_role(self, tasks: list[str], role: str, split: Side) -> list[tuple[Any, str]]:
+        """The ``split`` keys of every batch of the ``tasks`` with ``role``, labelled ``<batch> of <role> '<task>'``."""
+        return [
+            (self.split_keys(b, split), f"{b.batch_id} of {role} {t!r}")
+            for t in tasks
+            if self.task_spec(t).role == role
+            for b in self.batches(t)
         ]
-        return KeyIndex(held), KeyIndex(own_train)
 
     def write(
         self,
