@@ -127,17 +127,7 @@ class BatchStore:
         if split not in ("train", "eval"):
             raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
         check_name("task", batch.task)
-        manifest = self.manifest(batch.task, batch.batch_id)
-        name = layout.split_file(split)
-        key = layout.split_key(batch.task, batch.batch_id, split)
-        data = self.store.get(key)
-        entry = manifest.files[name]
-        if len(data) != entry.size or _sha256(data) != entry.sha256:
-            raise BatchCorrupted(
-                f"{key} does not match its checksum in {layout.BATCH_MANIFEST} (sha256 {_sha256(data)[:12]}..., "
-                f"expected {entry.sha256[:12]}...): the stored batch was modified; restore it or re-submit the source "
-                "file"
-            )
+        data = self._read_checked(batch, layout.split_file(split))
         return [Example.model_validate_json(line) for line in data.decode("utf-8").splitlines() if line]
 
     def eval_set(self, task: str) -> list[Example]:
@@ -147,26 +137,38 @@ class BatchStore:
     def split_keys(self, batch: BatchRef, split: Side) -> Any:
         """The keys (uint64) of one side of a batch: its stored key file, checked against ``batch.json``; a batch
         stored without one (by an earlier version) has its split read and hashed instead."""
-        manifest = self.manifest(batch.task, batch.batch_id)
         name = layout.key_file(split)
-        entry = manifest.files.get(name)
-        if entry is None:
+        manifest = self.manifest(batch.task, batch.batch_id)
+        if name not in manifest.files:
             return key_values(example_key(ex)[:KEY_HEX] for ex in self.load_split(batch, split))
+        data = self._read_checked(batch, name, manifest)
+        try:
+            return read_key_file(data, where=layout.batch_prefix(batch.task, batch.batch_id) + name)
+        except ValueError as e:  # its checksum matched a batch.json that lists it wrongly
+            raise BatchCorrupted(
+                f"{e}: the stored batch was modified; restore it or re-submit the source file"
+            ) from None
+
+    def _read_checked(self, batch: BatchRef, name: str, manifest: BatchManifest | None = None) -> bytes:
+        """A file of a batch, after checking it against its sha256 and size in ``batch.json`` (``manifest``: read
+        already)."""
+        entry = (manifest or self.manifest(batch.task, batch.batch_id)).files[name]
         key = layout.batch_prefix(batch.task, batch.batch_id) + name
         data = self.store.get(key)
         if len(data) != entry.size or _sha256(data) != entry.sha256:
             raise BatchCorrupted(
-                f"{key} does not match its checksum in {layout.BATCH_MANIFEST}: the stored batch was modified; "
-                "restore it or re-submit the source file"
+                f"{key} does not match its checksum in {layout.BATCH_MANIFEST} (sha256 {_sha256(data)[:12]}..., "
+                f"expected {entry.sha256[:12]}...): the stored batch was modified; restore it or re-submit the source "
+                "file"
             )
-        return read_key_file(data, where=key)
+        return data
 
-    def seen_keys(self, task: str, label: str = "") -> tuple[KeyIndex, KeyIndex]:
-        """Keys of every example in the task's accepted eval / train splits -> the batch holding it (+ ``label``)."""
+    def seen_keys(self, task: str) -> tuple[KeyIndex, KeyIndex]:
+        """Keys of every example in the task's accepted eval / train splits -> the batch holding it."""
         batches = self.batches(task)
         return (
-            KeyIndex([(self.split_keys(b, "eval"), b.batch_id + label) for b in batches]),
-            KeyIndex([(self.split_keys(b, "train"), b.batch_id + label) for b in batches]),
+            KeyIndex([(self.split_keys(b, "eval"), b.batch_id) for b in batches]),
+            KeyIndex([(self.split_keys(b, "train"), b.batch_id) for b in batches]),
         )
 
     def leak_keys(self, spec: TaskSpec) -> tuple[KeyIndex, KeyIndex]:

@@ -256,14 +256,12 @@ class Intake:
             for records in itertools.chain([first, second], chunks):
                 images.update(r.example.image for r in records if r.example.image is not None)
                 records = self._resolve(spec, file, batch_id, records, read_image, blobs)
-                sides: list[Side] = [
-                    "eval" if spec.role == "guard" or eval_score(example_key(r.example)) < spec.eval_fraction
-                    else "train"
-                    for r in records
-                ]  # fmt: skip
+                keys = [example_key(r.example)[:KEY_HEX] for r in records]
+                sides: list[Side] = ["eval" if spec.role == "guard" or eval_score(k) < spec.eval_fraction else "train"
+                                     for k in keys]  # fmt: skip
                 report = validate_records(records, sides, chunk_spec(spec), file=file, batch_id=batch_id,
                                           existing_eval=seen_eval)  # fmt: skip
-                checks.add(records, sides, report)
+                checks.add(records, keys, sides, report)
                 for side in ("train", "eval"):
                     parts[side].append(jsonl(r.example for r, s in zip(records, sides) if s == side))
             report, keys, is_eval, given = checks.finish()

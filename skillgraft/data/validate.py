@@ -32,9 +32,9 @@ from pydantic import BaseModel, Field
 
 from skillgraft import layout
 from skillgraft.data.io import DataError, Record, read_records
-from skillgraft.data.keyindex import KEY_HEX, KeyIndex, key_values, restrict
+from skillgraft.data.keyindex import KEY_HEX, KeyIndex, key_text, key_values, restrict
 from skillgraft.data.spec import TaskSpec
-from skillgraft.data.split import Side, assign_sides, example_key
+from skillgraft.data.split import Side, assign_sides, example_key, settle_sides
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -619,14 +619,17 @@ class FileChecks:
     def _at(self, line: Any) -> str:
         return f"{self.file}:{int(line)}" if self._unit == "line" else f"{self.file}: row {int(line)}"
 
-    def add(self, records: Sequence[Record], sides: Sequence[Side], report: ValidationReport) -> None:
+    def add(
+        self, records: Sequence[Record], keys: Sequence[str], sides: Sequence[Side], report: ValidationReport
+    ) -> None:
+        """One chunk: its records, their keys (:data:`KEY_HEX` digits), the sides they were written to, its report."""
         import numpy as np
 
         self.reports.append(report)
         self._unit = records[0].unit
         self.chunks.append(ChunkResult(first_line=records[0].line, last_line=records[-1].line, rows=len(records),
                                        success=report.success))  # fmt: skip
-        self._keys.append(key_values(example_key(r.example)[:KEY_HEX] for r in records))
+        self._keys.append(key_values(keys))
         self._lines.append(np.fromiter((r.line for r in records), dtype=np.int64, count=len(records)))
         self._answers.append(np.fromiter((hash(r.example.answer) for r in records), dtype=np.int64, count=len(records)))
         self._eval.append(np.fromiter((s == "eval" for s in sides), dtype=bool, count=len(sides)))
@@ -638,7 +641,7 @@ class FileChecks:
 
         keys, lines = np.concatenate(self._keys), np.concatenate(self._lines)
         answers, given = np.concatenate(self._answers), np.concatenate(self._eval)
-        is_eval = given if self.spec.role == "guard" else _settle_sides(keys, given)
+        is_eval = given if self.spec.role == "guard" else settle_sides(keys >> np.uint64(32), given)
         merged: dict[tuple[str, str | None], RuleResult] = {}
         for report in self.reports:
             for r in report.results:
@@ -732,14 +735,14 @@ class FileChecks:
             earlier = is_eval & self.existing_train.found(keys)
         else:
             pool = set(self.existing_train)
-            earlier = is_eval & np.fromiter((f"{int(k):016x}" in pool for k in keys), dtype=bool, count=len(keys))
+            earlier = is_eval & np.fromiter((key_text(k) in pool for k in keys), dtype=bool, count=len(keys))
         failing = np.flatnonzero(both | earlier)
         out = []
         for row in failing[:PARTIAL_ROWS]:
             if both[row]:
                 message = "prompt is in both the train and the eval part of this batch"
             else:
-                k = f"{int(keys[row]):016x}"
+                k = key_text(keys[row])
                 batch = self.existing_train.get(k) if isinstance(self.existing_train, Mapping) else None
                 message = f"prompt falls in the eval part but was trained on in {f'batch {batch}' if batch else 'an earlier batch'}: remove it"
             out.append(f"{self._at(lines[row])}: {message}")
@@ -753,18 +756,3 @@ class FileChecks:
             detail="own check (not GX): eval prompts must not be trained on, in this batch or an earlier one",
         )
         return result, out, int(len(failing))
-
-
-def _settle_sides(keys: Any, is_eval: Any) -> Any:
-    """:func:`~skillgraft.data.split.assign_sides`' tiny-batch rule over a whole file: its score is a key's first
-    32 bits, so the rule is applied on the keys."""
-    import numpy as np
-
-    scores = keys >> np.uint64(32)
-    if len(np.unique(scores)) < 2:
-        return is_eval
-    if not is_eval.any():
-        return is_eval | (scores == scores.min())
-    if is_eval.all():
-        return is_eval & (scores != scores.max())
-    return is_eval
