@@ -660,17 +660,14 @@ class FileChecks:
         for r in merged.values():
             if isinstance(r.observed, int) and r.observed and r.rule != "required_columns":
                 r.detail = f"{r.detail.split(':')[0]}: {r.observed} of {total} rows unexpected (over {len(self.reports)} chunks)"
-        problems = [p for report in self.reports for p in report.problems]
-        issue_count = sum(report.issue_count for report in self.reports)
-        own: list[tuple[RuleResult, list[str], int]] = [self._min_rows(total)]
-        if not self.spec.allow_duplicates:
-            own.append(self._duplicates(keys, lines, answers))
-        own.append(self._split_overlap(keys, lines, is_eval))
-        results = list(merged.values())
-        for result, lines_, count in own:
+        size, size_lines, size_issues = self._min_rows(total)  # a whole-file problem: its line goes first
+        problems = size_lines + [p for report in self.reports for p in report.problems]
+        issue_count = size_issues + sum(report.issue_count for report in self.reports)
+        results = [*merged.values(), size]
+        rows = [self._duplicates(keys, lines, answers)] if not self.spec.allow_duplicates else []
+        for result, found, count in [*rows, self._split_overlap(keys, lines, is_eval)]:
             results.append(result)
-            problems[:0] = [p for p in lines_ if p.startswith(f"{self.file}: has ")]  # the table line first
-            problems += [p for p in lines_ if not p.startswith(f"{self.file}: has ")]
+            problems += found
             issue_count += count
         if len(problems) > MAX_PROBLEM_LINES:
             problems = problems[:MAX_PROBLEM_LINES] + [
